@@ -1,0 +1,23 @@
+//! The HTTP/JSON API of `aegisd`, version 1.
+//!
+//! The daemon serves it on a unix socket (mode 0600) under `/v1/...`; the CLI, the Python SDK
+//! and the tests are clients of this API only. `docs/openapi.yaml` describes the same types and
+//! a test keeps the two in sync.
+#![forbid(unsafe_code)]
+
+pub mod error;
+pub mod status;
+pub mod task;
+
+pub use error::{ApiError, ErrorCode};
+pub use status::{CapabilitiesInfo, Status};
+pub use task::{CreateTask, OutputEvent, StreamName, Task, TaskState};
+
+/// Default guest image for tasks.
+pub const DEFAULT_IMAGE: &str = "debian";
+/// Default guest memory.
+pub const DEFAULT_MEMORY_MIB: u32 = 512;
+/// Default vCPUs.
+pub const DEFAULT_VCPUS: u32 = 1;
+/// Smallest guest memory the kernel + harness boot in.
+pub const MIN_MEMORY_MIB: u32 = 64;

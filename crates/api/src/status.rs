@@ -1,0 +1,27 @@
+//! `GET /v1/status`.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    /// Always "running" when the daemon answers.
+    pub status: String,
+    /// aegisd version.
+    pub version: String,
+    pub pid: u32,
+    /// The VMM backend in use ("qemu", "firecracker", "libkrun", "fake").
+    pub backend: String,
+    pub capabilities: CapabilitiesInfo,
+    /// Aegis home directory of this daemon.
+    pub home: String,
+    pub tasks_running: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CapabilitiesInfo {
+    pub pause: bool,
+    pub memory_snapshot: bool,
+    pub vsock: bool,
+    pub virtio_fs: bool,
+    pub accelerator: String,
+}

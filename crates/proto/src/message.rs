@@ -1,0 +1,185 @@
+//! The typed vocabulary spoken over a session. Every request the host can make of a guest, and
+//! every event a guest can report, is a variant here; nothing is a free-form string.
+
+use serde::{Deserialize, Serialize};
+
+use crate::frame::StreamId;
+
+/// Bumped on any incompatible change; both sides refuse a peer with another version.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Identifies a process the host asked the guest to run. Chosen by the host.
+pub type ProcId = u64;
+
+/// What to run inside the guest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessSpec {
+    /// Program and arguments; `argv[0]` is looked up in `PATH` like a shell would.
+    pub argv: Vec<String>,
+    /// Environment on top of the guest's default one (later entries win).
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
+    /// Working directory; `/` when absent.
+    #[serde(default)]
+    pub cwd: Option<String>,
+}
+
+/// Host -> guest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum HostMessage {
+    /// First message of every session; the guest answers with [`GuestMessage::Hello`].
+    Hello { protocol: u32 },
+    /// Liveness probe; answered by [`GuestMessage::Pong`] with the same nonce.
+    Ping { nonce: u64 },
+    /// Run a process. Its stdio is wired to streams the host has already opened: the guest
+    /// writes stdout/stderr to `stdout`/`stderr` and feeds `stdin` (if any) to the process.
+    /// Answered by `Spawned` or `SpawnFailed`; then `Exited` once the process has exited and
+    /// all of its output has been sent.
+    Spawn {
+        id: ProcId,
+        spec: ProcessSpec,
+        stdin: Option<StreamId>,
+        stdout: StreamId,
+        stderr: StreamId,
+    },
+    /// Send a signal to the process group of a spawned process.
+    Signal { id: ProcId, signal: i32 },
+    /// Open a TCP connection to `127.0.0.1:port` inside the guest and splice it with `stream`.
+    /// Answered by `Connected` or `ConnectFailed`.
+    Connect { stream: StreamId, port: u16 },
+    /// Send the file or directory at `path` as a tar archive on `stream`, then `PathSent`.
+    ReadPath { stream: StreamId, path: String },
+    /// Stop every process, sync and unmount the disks, power off. Answered by `ShuttingDown`.
+    Shutdown,
+}
+
+/// Guest -> host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum GuestMessage {
+    /// Sent when the harness opens the channel and in answer to every host `Hello`.
+    Hello {
+        protocol: u32,
+        /// `uname -r` of the guest kernel.
+        kernel_release: String,
+        /// Random per boot: a host that sees a new one knows the guest restarted.
+        boot_id: String,
+    },
+    Pong {
+        nonce: u64,
+    },
+    Spawned {
+        id: ProcId,
+        pid: u32,
+    },
+    SpawnFailed {
+        id: ProcId,
+        error: SpawnError,
+    },
+    /// The process exited and its stdout/stderr streams have been closed.
+    Exited {
+        id: ProcId,
+        status: ExitStatus,
+    },
+    Connected {
+        stream: StreamId,
+    },
+    ConnectFailed {
+        stream: StreamId,
+        error: String,
+    },
+    /// The archive requested by `ReadPath` is complete (`error: None`) or failed.
+    PathSent {
+        stream: StreamId,
+        error: Option<String>,
+    },
+    /// The guest is powering off; no further messages follow.
+    ShuttingDown,
+}
+
+/// Why a process could not be started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpawnError {
+    pub kind: SpawnErrorKind,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SpawnErrorKind {
+    /// `argv[0]` is not in `PATH` (shells report 127).
+    NotFound,
+    /// Found but not executable (shells report 126).
+    PermissionDenied,
+    /// Bad spec (empty argv, bad cwd, ...).
+    Invalid,
+    Other,
+}
+
+impl SpawnErrorKind {
+    /// The exit status a POSIX shell reports for this failure.
+    pub fn shell_exit_code(self) -> i32 {
+        match self {
+            SpawnErrorKind::NotFound => 127,
+            SpawnErrorKind::PermissionDenied => 126,
+            SpawnErrorKind::Invalid | SpawnErrorKind::Other => 126,
+        }
+    }
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExitStatus {
+    Code(i32),
+    Signal(i32),
+}
+
+impl ExitStatus {
+    /// The exit status a POSIX shell reports (128 + n for a signal).
+    pub fn shell_code(self) -> i32 {
+        match self {
+            ExitStatus::Code(c) => c,
+            ExitStatus::Signal(s) => 128 + s,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_messages_are_tagged_json() {
+        let m = HostMessage::Spawn {
+            id: 1,
+            spec: ProcessSpec {
+                argv: vec!["echo".into(), "hi".into()],
+                env: vec![],
+                cwd: None,
+            },
+            stdin: None,
+            stdout: 1,
+            stderr: 3,
+        };
+        let s = serde_json::to_string(&m).unwrap();
+        assert!(s.starts_with(r#"{"type":"spawn""#), "{s}");
+        assert_eq!(serde_json::from_str::<HostMessage>(&s).unwrap(), m);
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let r = serde_json::from_str::<HostMessage>(r#"{"type":"ping","nonce":1,"x":2}"#);
+        assert!(r.is_err());
+    }
+
+    #[test]
+    fn shell_codes() {
+        assert_eq!(ExitStatus::Code(3).shell_code(), 3);
+        assert_eq!(ExitStatus::Signal(9).shell_code(), 137);
+        assert_eq!(SpawnErrorKind::NotFound.shell_exit_code(), 127);
+    }
+}
