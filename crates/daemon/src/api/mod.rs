@@ -1,0 +1,60 @@
+//! The HTTP/JSON API (`/v1`) on the unix socket. Handlers are thin: they parse, call the
+//! daemon, and map errors to [`aegis_api::ApiError`] bodies.
+
+mod status;
+mod tasks;
+
+use std::sync::Arc;
+
+use aegis_api::{ApiError, ErrorCode};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+
+use crate::daemon::Daemon;
+
+pub fn router(daemon: Arc<Daemon>) -> Router {
+    Router::new()
+        .route("/v1/status", get(status::status))
+        .route("/v1/shutdown", post(status::shutdown))
+        .route("/v1/tasks", post(tasks::create).get(tasks::list))
+        .route("/v1/tasks/{id}", get(tasks::get).delete(tasks::delete))
+        .route("/v1/tasks/{id}/cancel", post(tasks::cancel))
+        .route("/v1/tasks/{id}/output", get(tasks::output))
+        .fallback(|| async {
+            Error(ApiError::new(
+                ErrorCode::NotFound,
+                "no such API route; see docs/API.md",
+            ))
+        })
+        .with_state(daemon)
+}
+
+/// An API error as a response.
+pub struct Error(pub ApiError);
+
+impl From<ApiError> for Error {
+    fn from(e: ApiError) -> Self {
+        Error(e)
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.0.error.code.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, Json(self.0)).into_response()
+    }
+}
+
+/// Parses a JSON body with an error message a human can act on.
+fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
+    serde_json::from_slice(body).map_err(|e| {
+        Error(ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("invalid request body: {e}"),
+        ))
+    })
+}

@@ -1,0 +1,86 @@
+use std::sync::Arc;
+
+use aegis_api::{CreateTask, Task};
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+
+use super::{parse_body, Error};
+use crate::daemon::Daemon;
+
+pub async fn create(
+    State(d): State<Arc<Daemon>>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Task>), Error> {
+    let req: CreateTask = parse_body(&body)?;
+    let task = d.tasks.create(&d, req)?;
+    Ok((StatusCode::CREATED, Json(task)))
+}
+
+pub async fn list(State(d): State<Arc<Daemon>>) -> Result<Json<Vec<Task>>, Error> {
+    d.registry.list_tasks().map(Json).map_err(|e| {
+        Error(aegis_api::ApiError::new(
+            aegis_api::ErrorCode::Internal,
+            e.to_string(),
+        ))
+    })
+}
+
+pub async fn get(
+    State(d): State<Arc<Daemon>>,
+    Path(id): Path<String>,
+) -> Result<Json<Task>, Error> {
+    Ok(Json(d.tasks.get(&d, &id)?))
+}
+
+pub async fn cancel(
+    State(d): State<Arc<Daemon>>,
+    Path(id): Path<String>,
+) -> Result<Json<Task>, Error> {
+    Ok(Json(d.tasks.cancel(&d, &id)?))
+}
+
+pub async fn delete(
+    State(d): State<Arc<Daemon>>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, Error> {
+    d.tasks.delete(&d, &id)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputQuery {
+    #[serde(default)]
+    follow: bool,
+    #[serde(default)]
+    stdout_offset: u64,
+    #[serde(default)]
+    stderr_offset: u64,
+}
+
+pub async fn output(
+    State(d): State<Arc<Daemon>>,
+    Path(id): Path<String>,
+    Query(q): Query<OutputQuery>,
+) -> Result<Response, Error> {
+    let rx = d
+        .tasks
+        .output(&d, &id, q.follow, (q.stdout_offset, q.stderr_offset))?;
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, std::convert::Infallible>(b), rx))
+    });
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/x-ndjson"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}

@@ -1,0 +1,160 @@
+//! Start-up, the shared daemon state, and clean shutdown.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aegis_registry::Registry;
+use aegis_vmm::Backend;
+use anyhow::{bail, Context};
+use tokio::net::UnixListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::guest::GuestAssets;
+use crate::tasks::TaskManager;
+
+/// Everything a request handler or a task runner needs.
+pub struct Daemon {
+    pub config: Config,
+    pub registry: Registry,
+    pub backend: Arc<dyn Backend>,
+    pub guest: GuestAssets,
+    pub tasks: TaskManager,
+    /// Cancelled when the daemon begins to shut down.
+    pub shutdown: CancellationToken,
+}
+
+impl Daemon {
+    /// Builds the daemon state (directories, registry, reconciliation) without serving.
+    pub async fn start(config: Config, backend: Arc<dyn Backend>) -> anyhow::Result<Arc<Daemon>> {
+        let guest = GuestAssets::new(&config);
+        Self::start_with(config, backend, guest).await
+    }
+
+    /// [`Daemon::start`] with explicit guest artefacts (tests with the fake backend).
+    pub async fn start_with(
+        config: Config,
+        backend: Arc<dyn Backend>,
+        guest: GuestAssets,
+    ) -> anyhow::Result<Arc<Daemon>> {
+        for dir in [config.home.clone(), config.run_dir(), config.tasks_dir()] {
+            create_private_dir(&dir)?;
+        }
+        let registry = Registry::open(&config.db())
+            .with_context(|| format!("cannot open the registry in {}", config.home.display()))?;
+        crate::reconcile::reconcile(&config, &registry).await?;
+        Ok(Arc::new(Daemon {
+            tasks: TaskManager::default(),
+            config,
+            registry,
+            backend,
+            guest,
+            shutdown: CancellationToken::new(),
+        }))
+    }
+
+    /// Serves the API on `listener` until shutdown is requested, then stops every VM.
+    pub async fn serve(self: &Arc<Self>, listener: UnixListener) -> anyhow::Result<()> {
+        let app = crate::api::router(self.clone());
+        let token = self.shutdown.clone();
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { token.cancelled().await })
+            .await
+            .context("API server failed")?;
+        self.tasks.shutdown(Duration::from_secs(20)).await;
+        Ok(())
+    }
+}
+
+/// The daemon's main: lock the home, open everything, serve until SIGTERM/SIGINT or
+/// `POST /v1/shutdown`, then stop every VM and clean up.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    create_private_dir(&config.home)?;
+    let _lock = lock_home(&config)?;
+    let report = aegis_vmm::host::probe();
+    let backend = aegis_vmm::select::select(config.backend, &report, &Default::default())
+        .context("no usable VMM backend (run `aegis doctor` for details)")?;
+    tracing::info!(backend = %backend.kind(), home = %config.home.display(), "starting aegisd");
+    let daemon = Daemon::start(config.clone(), backend).await?;
+
+    let socket = config.socket();
+    match fs::remove_file(&socket) {
+        Ok(()) => tracing::info!(socket = %socket.display(), "removed stale socket"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => bail!("cannot remove stale socket {}: {e}", socket.display()),
+    }
+    let listener = UnixListener::bind(&socket)
+        .with_context(|| format!("cannot listen on {}", socket.display()))?;
+    fs::set_permissions(&socket, fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot restrict {} to mode 0600", socket.display()))?;
+    write_pid_file(&config)?;
+
+    let token = daemon.shutdown.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            tracing::error!("cannot install signal handlers");
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+            _ = token.cancelled() => {}
+        }
+        token.cancel();
+    });
+
+    let result = daemon.serve(listener).await;
+    let _ = fs::remove_file(&socket);
+    let _ = fs::remove_file(config.pid_file());
+    tracing::info!("aegisd stopped");
+    result
+}
+
+pub(crate) fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create directory {}", dir.display()))
+}
+
+/// An exclusive lock on the home: two daemons on one home would fight over every VM.
+fn lock_home(config: &Config) -> anyhow::Result<fs::File> {
+    use std::os::fd::AsRawFd;
+    let path = config.lock_file();
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    // SAFETY: flock on a file descriptor we own; no memory is involved.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let pid = fs::read_to_string(config.pid_file()).unwrap_or_default();
+        bail!(
+            "another aegisd (pid {}) already runs for {}; stop it with `aegis down`",
+            pid.trim(),
+            config.home.display()
+        );
+    }
+    Ok(file)
+}
+
+fn write_pid_file(config: &Config) -> anyhow::Result<()> {
+    let path = config.pid_file();
+    let tmp = path.with_extension("pid.tmp");
+    let mut f =
+        fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+    writeln!(f, "{}", std::process::id())?;
+    fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}

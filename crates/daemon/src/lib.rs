@@ -1,0 +1,13 @@
+//! The Aegis daemon as a library: `aegisd` is a thin binary over [`run`], and tests start the
+//! daemon in-process with a fake backend.
+
+pub mod api;
+pub mod config;
+pub mod daemon;
+pub mod guest;
+pub mod ids;
+pub mod reconcile;
+pub mod tasks;
+pub mod vm;
+
+pub use daemon::{run, Daemon};

@@ -1,0 +1,36 @@
+//! `aegisd`: the Aegis daemon.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+
+/// The Aegis daemon: serves the API on `<home>/aegisd.sock` and runs microVMs.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Aegis home (state, caches, socket). Default: $AEGIS_HOME or ~/.aegis.
+    #[arg(long, env = "AEGIS_HOME")]
+    home: Option<PathBuf>,
+    /// VMM backend: auto, qemu, firecracker, libkrun or fake.
+    #[arg(long, env = "AEGIS_BACKEND", default_value = "auto")]
+    backend: String,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("AEGIS_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let home = args.home.unwrap_or_else(aegisd::config::default_home);
+    let config = aegisd::config::Config::new(home, &args.backend)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(aegisd::run(config))
+}

@@ -1,0 +1,73 @@
+//! Start-up reconciliation: the registry is compared with live processes, and whatever a
+//! crashed daemon left behind is cleaned up. VMs are not reattached: a task's output stream
+//! died with the old daemon, so its VM is killed and the task marked failed.
+
+use std::path::Path;
+
+use aegis_registry::Registry;
+
+use crate::config::Config;
+
+pub async fn reconcile(config: &Config, registry: &Registry) -> anyhow::Result<()> {
+    for vm in registry.list_vms()? {
+        if let Some(pid) = vm.pid {
+            if is_our_vmm(pid, &vm.id) {
+                tracing::warn!(vm = %vm.id, pid, "killing VMM left behind by a previous aegisd");
+                // SAFETY: sending a signal has no memory-safety implications; the pid was
+                // checked to be our VMM (its command line names the VM id).
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            }
+        }
+        remove_run_dir(config, Path::new(&vm.run_dir));
+        registry.delete_vm(&vm.id)?;
+    }
+    // Run directories without a record (crash between mkdir and insert).
+    if let Ok(entries) = std::fs::read_dir(config.run_dir()) {
+        for e in entries.flatten() {
+            remove_run_dir(config, &e.path());
+        }
+    }
+    let failed = registry.fail_unfinished_tasks(
+        "aegisd restarted while the task was running",
+        &crate::ids::now(),
+    )?;
+    if !failed.is_empty() {
+        tracing::warn!(tasks = ?failed, "marked tasks of the previous aegisd as failed");
+    }
+    Ok(())
+}
+
+/// Whether `pid` is alive and its command line names VM `id` (guards against pid reuse).
+fn is_our_vmm(pid: u32, id: &str) -> bool {
+    match std::fs::read(format!("/proc/{pid}/cmdline")) {
+        Ok(cmdline) => {
+            let needle = format!("aegis-{id}");
+            cmdline.split(|b| *b == 0).any(|arg| {
+                std::str::from_utf8(arg).is_ok_and(|a| a.split(',').any(|p| p.ends_with(&needle)))
+            })
+        }
+        Err(_) => false,
+    }
+}
+
+fn remove_run_dir(config: &Config, dir: &Path) {
+    // Only ever delete inside our own run directory.
+    if dir.starts_with(config.run_dir()) && dir != config.run_dir() {
+        if let Err(e) = std::fs::remove_dir_all(dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot remove run directory");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_foreign_process_is_not_ours() {
+        assert!(!is_our_vmm(std::process::id(), "vm-000000000000"));
+        assert!(!is_our_vmm(u32::MAX - 1, "vm-x"));
+    }
+}

@@ -1,0 +1,432 @@
+//! Task mode: one command in one fresh microVM.
+//!
+//! `create` validates the request and records the task; a runner (see [`run`]) boots the VM,
+//! streams output into the task's [`output`] log, copies [`artifacts`] back and terminates the
+//! VM. Clients follow the output by byte offsets, live or after the fact.
+
+pub mod artifacts;
+pub mod output;
+mod run;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aegis_api::{ApiError, CreateTask, ErrorCode, OutputEvent, StreamName, Task, TaskState};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::daemon::Daemon;
+use crate::ids;
+use output::OutputLog;
+
+/// A task whose runner is alive.
+pub struct LiveTask {
+    cancel: CancellationToken,
+    reason: Mutex<Option<String>>,
+    output: OutputLog,
+}
+
+impl LiveTask {
+    fn cancel(&self, reason: &str) {
+        self.reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert_with(|| reason.into());
+        self.cancel.cancel();
+    }
+}
+
+#[derive(Default)]
+pub struct TaskManager {
+    live: Mutex<HashMap<String, Arc<LiveTask>>>,
+    runners: TaskTracker,
+}
+
+/// Largest chunk of one stream in one output event.
+const EVENT_CHUNK: usize = 64 * 1024;
+
+impl TaskManager {
+    pub fn running(&self) -> usize {
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    fn live(&self, id: &str) -> Option<Arc<LiveTask>> {
+        self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    /// Validates `req`, records the task and starts its runner.
+    pub fn create(&self, daemon: &Arc<Daemon>, req: CreateTask) -> Result<Task, ApiError> {
+        if daemon.shutdown.is_cancelled() {
+            return Err(ApiError::new(
+                ErrorCode::Unavailable,
+                "aegisd is shutting down",
+            ));
+        }
+        let limits = HostLimits::probe();
+        validate(&req, &limits)?;
+        let image = req
+            .image
+            .clone()
+            .unwrap_or_else(|| aegis_api::DEFAULT_IMAGE.to_string());
+        let assets = daemon.guest.resolve(&image)?;
+        let task = Task {
+            id: ids::new_id("task"),
+            state: TaskState::Booting,
+            command: req.command.clone(),
+            image,
+            vcpus: req.vcpus.unwrap_or(aegis_api::DEFAULT_VCPUS),
+            memory_mib: req.memory_mib.unwrap_or(aegis_api::DEFAULT_MEMORY_MIB),
+            timeout_secs: req.timeout_secs,
+            exit_code: None,
+            error: None,
+            created_at: ids::now(),
+            started_at: None,
+            ended_at: None,
+            stdout_bytes: 0,
+            stderr_bytes: 0,
+            artifacts_dir: None,
+            guest_kernel: None,
+        };
+        let dir = self.task_dir(daemon, &task.id);
+        let output = OutputLog::create(&dir).map_err(|e| {
+            internal(format!(
+                "cannot create the output directory {}: {e}",
+                dir.display()
+            ))
+        })?;
+        daemon
+            .registry
+            .insert_task(&task)
+            .map_err(|e| internal(e.to_string()))?;
+        let live = Arc::new(LiveTask {
+            cancel: CancellationToken::new(),
+            reason: Mutex::new(None),
+            output,
+        });
+        self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(task.id.clone(), live.clone());
+        let span = tracing::info_span!("task", id = %task.id);
+        self.runners.spawn(tracing::Instrument::instrument(
+            run::run(daemon.clone(), task.clone(), req, assets, live),
+            span,
+        ));
+        Ok(task)
+    }
+
+    pub fn task_dir(&self, daemon: &Daemon, id: &str) -> PathBuf {
+        daemon.config.tasks_dir().join(id)
+    }
+
+    pub fn get(&self, daemon: &Daemon, id: &str) -> Result<Task, ApiError> {
+        daemon
+            .registry
+            .get_task(id)
+            .map_err(|e| internal(e.to_string()))?
+            .ok_or_else(|| not_found(id))
+    }
+
+    pub fn cancel(&self, daemon: &Daemon, id: &str) -> Result<Task, ApiError> {
+        let task = self.get(daemon, id)?;
+        match self.live(id) {
+            Some(live) => {
+                live.cancel("cancelled by a client");
+                Ok(task)
+            }
+            None if task.state.is_terminal() => Err(ApiError::new(
+                ErrorCode::Conflict,
+                format!(
+                    "task {id} already ended ({}); nothing to cancel",
+                    task.state.as_str()
+                ),
+            )),
+            None => Ok(task),
+        }
+    }
+
+    pub fn delete(&self, daemon: &Daemon, id: &str) -> Result<(), ApiError> {
+        let task = self.get(daemon, id)?;
+        if !task.state.is_terminal() || self.live(id).is_some() {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                format!(
+                    "task {id} is still {}; cancel it first",
+                    task.state.as_str()
+                ),
+            ));
+        }
+        daemon
+            .registry
+            .delete_task(id)
+            .map_err(|e| internal(e.to_string()))?;
+        let dir = self.task_dir(daemon, id);
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot remove task directory");
+            }
+        }
+        Ok(())
+    }
+
+    /// The output feed of task `id` from the given offsets: NDJSON lines. With `follow`, it
+    /// waits for new bytes and ends with one `End` event once the task ended.
+    pub fn output(
+        &self,
+        daemon: &Arc<Daemon>,
+        id: &str,
+        follow: bool,
+        mut offsets: (u64, u64),
+    ) -> Result<tokio::sync::mpsc::Receiver<bytes::Bytes>, ApiError> {
+        self.get(daemon, id)?;
+        let dir = self.task_dir(daemon, id);
+        let mut watch = self.live(id).map(|l| l.output.subscribe());
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        let daemon = daemon.clone();
+        let id = id.to_string();
+        tokio::spawn(async move {
+            loop {
+                let state = match &mut watch {
+                    Some(w) => *w.borrow_and_update(),
+                    None => output::final_state(&dir),
+                };
+                let mut sent_any = false;
+                for (stream, offset) in [
+                    (StreamName::Stdout, &mut offsets.0),
+                    (StreamName::Stderr, &mut offsets.1),
+                ] {
+                    while *offset < state.len(stream) {
+                        let want = (state.len(stream) - *offset).min(EVENT_CHUNK as u64) as usize;
+                        let chunk = match output::read_chunk(&dir, stream, *offset, want) {
+                            Ok(c) if !c.is_empty() => c,
+                            _ => break,
+                        };
+                        let event = OutputEvent::output(stream, *offset, &chunk);
+                        *offset += chunk.len() as u64;
+                        if tx.send(ndjson(&event)).await.is_err() {
+                            return; // client went away
+                        }
+                        sent_any = true;
+                    }
+                }
+                if sent_any {
+                    continue;
+                }
+                if !follow {
+                    return;
+                }
+                if state.done {
+                    break;
+                }
+                match &mut watch {
+                    Some(w) => {
+                        if w.changed().await.is_err() {
+                            // Runner gone: the files are final now.
+                            watch = None;
+                        }
+                    }
+                    None => break,
+                }
+            }
+            // Ended: report the final record.
+            if let Ok(Some(task)) = daemon.registry.get_task(&id) {
+                let _ = tx
+                    .send(ndjson(&OutputEvent::End {
+                        task: Box::new(task),
+                    }))
+                    .await;
+            }
+        });
+        Ok(rx)
+    }
+
+    /// Cancels every running task and waits (bounded) for their VMs to be gone.
+    pub async fn shutdown(&self, grace: Duration) {
+        let live: Vec<_> = self
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for t in live {
+            t.cancel("aegisd is shutting down");
+        }
+        self.runners.close();
+        if tokio::time::timeout(grace, self.runners.wait())
+            .await
+            .is_err()
+        {
+            tracing::error!("some task runners did not stop in time");
+        }
+    }
+
+    fn finished(&self, id: &str) {
+        self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+    }
+}
+
+fn ndjson(event: &OutputEvent) -> bytes::Bytes {
+    let mut line = serde_json::to_vec(event).unwrap_or_default();
+    line.push(b'\n');
+    line.into()
+}
+
+fn internal(message: String) -> ApiError {
+    ApiError::new(ErrorCode::Internal, message)
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::NotFound,
+        format!("no task '{id}'; list tasks with `aegis task ls`"),
+    )
+}
+
+/// What this host can give one VM.
+pub struct HostLimits {
+    pub cpus: u32,
+    pub memory_mib: u64,
+}
+
+impl HostLimits {
+    pub fn probe() -> Self {
+        let cpus = std::thread::available_parallelism()
+            .map(|n| n.get() as u32)
+            .unwrap_or(1);
+        let memory_mib = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("MemTotal:"))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            })
+            .map(|kib| kib / 1024)
+            .unwrap_or(1024);
+        HostLimits { cpus, memory_mib }
+    }
+}
+
+/// Checks a request against the API's rules and this host's limits.
+pub fn validate(req: &CreateTask, limits: &HostLimits) -> Result<(), ApiError> {
+    let bad = |m: String| Err(ApiError::new(ErrorCode::InvalidRequest, m));
+    if req.command.first().is_none_or(|c| c.is_empty()) {
+        return bad(
+            "no command given: pass the program to run, e.g. `aegis run -- echo hi`".into(),
+        );
+    }
+    if req.command.iter().any(|a| a.contains('\0')) {
+        return bad("command arguments must not contain NUL bytes".into());
+    }
+    if let Some(m) = req.memory_mib {
+        if m < aegis_api::MIN_MEMORY_MIB {
+            return bad(format!(
+                "memory {m} MiB is too small: a microVM needs at least {} MiB",
+                aegis_api::MIN_MEMORY_MIB
+            ));
+        }
+        if u64::from(m) > limits.memory_mib {
+            return bad(format!(
+                "memory {m} MiB exceeds this host's {} MiB; ask for less",
+                limits.memory_mib
+            ));
+        }
+    }
+    if let Some(c) = req.vcpus {
+        if c == 0 || c > limits.cpus {
+            return bad(format!(
+                "vcpus must be between 1 and {} on this host (got {c})",
+                limits.cpus
+            ));
+        }
+    }
+    if req.timeout_secs == Some(0) {
+        return bad("timeout must be at least 1 second".into());
+    }
+    for k in req.env.keys() {
+        if k.is_empty() || k.contains('=') || k.contains('\0') {
+            return bad(format!("invalid environment variable name '{k}'"));
+        }
+    }
+    if req.env.values().any(|v| v.contains('\0')) {
+        return bad("environment values must not contain NUL bytes".into());
+    }
+    for a in &req.artifacts {
+        if !a.starts_with('/') {
+            return bad(format!(
+                "artifact path '{a}' must be absolute (a path inside the guest)"
+            ));
+        }
+    }
+    if let Some(w) = &req.workdir {
+        if !w.starts_with('/') {
+            return bad(format!("workdir '{w}' must be an absolute guest path"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use output::OutputState;
+
+    fn req(cmd: &[&str]) -> CreateTask {
+        CreateTask {
+            command: cmd.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn validation() {
+        let l = HostLimits {
+            cpus: 2,
+            memory_mib: 4096,
+        };
+        assert!(validate(&req(&["echo"]), &l).is_ok());
+        assert!(validate(&req(&[]), &l).is_err());
+        assert!(validate(&req(&[""]), &l).is_err());
+        let mut r = req(&["x"]);
+        r.memory_mib = Some(0);
+        let e = validate(&r, &l).unwrap_err();
+        assert!(e.error.message.contains("too small"), "{e}");
+        r.memory_mib = Some(1 << 30);
+        assert!(validate(&r, &l)
+            .unwrap_err()
+            .error
+            .message
+            .contains("exceeds"));
+        r.memory_mib = None;
+        r.vcpus = Some(3);
+        assert!(validate(&r, &l).is_err());
+        r.vcpus = Some(2);
+        r.timeout_secs = Some(0);
+        assert!(validate(&r, &l).is_err());
+        r.timeout_secs = None;
+        r.artifacts = vec!["relative/path".into()];
+        assert!(validate(&r, &l).is_err());
+        r.artifacts = vec!["/out".into()];
+        r.env.insert("A=B".into(), "x".into());
+        assert!(validate(&r, &l).is_err());
+    }
+
+    #[test]
+    fn output_state_len() {
+        let s = OutputState {
+            stdout: 1,
+            stderr: 2,
+            done: false,
+        };
+        assert_eq!(s.len(StreamName::Stderr), 2);
+    }
+}

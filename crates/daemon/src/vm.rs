@@ -1,0 +1,175 @@
+//! A booted microVM with its guest session: boot, handshake with the harness, shut down.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use aegis_proto::{GuestMessage, HostMessage, Session, Side, PROTOCOL_VERSION};
+use aegis_vmm::{Backend, Disk, Vm, VmExit, VmSpec, VmmError};
+use tokio::sync::mpsc;
+
+use crate::guest::BootAssets;
+
+/// Scratch disk size (sparse: only what the guest writes uses host disk).
+pub const SCRATCH_BYTES: u64 = 4 << 30;
+/// How long a guest may take from VMM start to the harness's Hello. Generous: under TCG on a
+/// loaded two-core host a boot can take several seconds.
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error("cannot prepare the VM directory {dir}: {source}")]
+    Prepare {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot create the scratch disk: {0}")]
+    Scratch(String),
+    #[error(transparent)]
+    Vmm(#[from] VmmError),
+    #[error("the guest did not come up: {reason}\n--- guest console (tail) ---\n{console}")]
+    Handshake { reason: String, console: String },
+}
+
+/// A running VM whose harness has said Hello.
+pub struct GuestVm {
+    pub vm: Box<dyn Vm>,
+    pub session: Session,
+    pub events: mpsc::Receiver<GuestMessage>,
+    pub kernel_release: String,
+}
+
+/// What to boot.
+pub struct LaunchSpec {
+    pub vm_id: String,
+    pub run_dir: PathBuf,
+    pub assets: BootAssets,
+    pub vcpus: u32,
+    pub memory_mib: u32,
+}
+
+/// Prepares the run directory and scratch disk, boots, and waits for the harness. On any
+/// failure the VM is killed; the caller removes `run_dir`.
+pub async fn launch(backend: &dyn Backend, spec: LaunchSpec) -> Result<GuestVm, LaunchError> {
+    crate::daemon::create_private_dir(&spec.run_dir).map_err(|e| LaunchError::Prepare {
+        dir: spec.run_dir.clone(),
+        source: std::io::Error::other(e),
+    })?;
+    let scratch = spec.run_dir.join("scratch.ext4");
+    let scratch_path = scratch.clone();
+    tokio::task::spawn_blocking(move || {
+        aegis_image::create_scratch_disk(&scratch_path, SCRATCH_BYTES)
+    })
+    .await
+    .map_err(|e| LaunchError::Scratch(e.to_string()))?
+    .map_err(|e| LaunchError::Scratch(e.to_string()))?;
+    let vm_spec = VmSpec {
+        id: spec.vm_id.clone(),
+        kernel: spec.assets.kernel,
+        initramfs: spec.assets.initramfs,
+        kernel_args: vec![],
+        vcpus: spec.vcpus,
+        memory_mib: spec.memory_mib,
+        disks: vec![
+            Disk {
+                path: spec.assets.rootfs,
+                read_only: true,
+                serial: "aegis-root".into(),
+            },
+            Disk {
+                path: scratch,
+                read_only: false,
+                serial: "aegis-scratch".into(),
+            },
+        ],
+        run_dir: spec.run_dir.clone(),
+    };
+    let vm = backend.boot(&vm_spec).await?;
+    match handshake(vm.as_ref()).await {
+        Ok((session, events, kernel_release)) => Ok(GuestVm {
+            vm,
+            session,
+            events,
+            kernel_release,
+        }),
+        Err(reason) => {
+            let console = vm.console_tail();
+            let _ = vm.kill().await;
+            Err(LaunchError::Handshake { reason, console })
+        }
+    }
+}
+
+async fn handshake(vm: &dyn Vm) -> Result<(Session, mpsc::Receiver<GuestMessage>, String), String> {
+    let work = async {
+        let channel = vm.connect().await.map_err(|e| e.to_string())?;
+        let (session, mut events) = Session::start::<GuestMessage, _>(channel, Side::Host);
+        session
+            .send(HostMessage::Hello {
+                protocol: PROTOCOL_VERSION,
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        loop {
+            match events.recv().await {
+                Some(GuestMessage::Hello {
+                    protocol,
+                    kernel_release,
+                    ..
+                }) => {
+                    if protocol != PROTOCOL_VERSION {
+                        return Err(format!(
+                            "the guest harness speaks protocol {protocol}, aegisd speaks \
+                             {PROTOCOL_VERSION}; rebuild the harness and initramfs"
+                        ));
+                    }
+                    return Ok((session, events, kernel_release));
+                }
+                Some(other) => tracing::debug!(?other, "message before Hello ignored"),
+                None => return Err("the guest channel closed before the harness said Hello".into()),
+            }
+        }
+    };
+    tokio::select! {
+        r = work => r,
+        exit = vm.wait() => Err(format!("the VM exited during boot ({})", describe_exit(&exit))),
+        _ = tokio::time::sleep(BOOT_TIMEOUT) => {
+            Err(format!("no answer from the guest harness within {} s", BOOT_TIMEOUT.as_secs()))
+        }
+    }
+}
+
+impl GuestVm {
+    /// Asks the harness to stop everything and power off; kills the VMM if it takes longer
+    /// than `grace`. Always leaves the VMM process gone.
+    pub async fn shutdown(mut self, grace: Duration) {
+        let polite = async {
+            if self.session.send(HostMessage::Shutdown).await.is_ok() {
+                // Wait for the VMM to exit on its own after the guest powered off.
+                self.vm.wait().await;
+            }
+        };
+        if tokio::time::timeout(grace, polite).await.is_err() {
+            tracing::debug!(
+                vm = self.vm.id(),
+                "guest did not power off in time; killing"
+            );
+        }
+        self.session.close();
+        self.events.close();
+        if let Err(e) = self.vm.kill().await {
+            tracing::warn!(vm = self.vm.id(), error = %e, "cannot kill VMM");
+        }
+    }
+}
+
+pub fn describe_exit(exit: &VmExit) -> String {
+    match exit {
+        VmExit::PoweredOff => "guest powered off".into(),
+        VmExit::Killed => "killed by aegisd".into(),
+        VmExit::Failed { code: Some(c), .. } => format!("VMM exited with status {c}"),
+        VmExit::Failed {
+            signal: Some(s), ..
+        } => format!("VMM killed by signal {s}"),
+        VmExit::Failed { .. } => "VMM failed".into(),
+    }
+}

@@ -1,0 +1,244 @@
+//! Task lifecycle logic against the fake backend: the real guest agent runs in-process, so
+//! these cover streaming, exit codes, timeouts, cancellation and VM failures in seconds,
+//! without QEMU. The same behaviours are checked with real VMs in `tests/`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aegis_api::{CreateTask, OutputEvent, StreamName, Task, TaskState};
+use aegis_vmm::FakeBackend;
+use aegisd::config::Config;
+use aegisd::guest::{BootAssets, GuestAssets};
+use aegisd::Daemon;
+
+struct Fixture {
+    daemon: Arc<Daemon>,
+    fake: Arc<FakeBackend>,
+    _home: tempfile::TempDir,
+}
+
+async fn fixture() -> Fixture {
+    let home = tempfile::tempdir().unwrap();
+    let config = Config::new(home.path().to_path_buf(), "fake").unwrap();
+    let fake = Arc::new(FakeBackend::new());
+    let assets = BootAssets {
+        kernel: "/dev/null".into(),
+        initramfs: "/dev/null".into(),
+        rootfs: "/dev/null".into(),
+    };
+    let guest = GuestAssets::fixed(&config, assets);
+    let daemon = Daemon::start_with(config, fake.clone(), guest)
+        .await
+        .unwrap();
+    Fixture {
+        daemon,
+        fake,
+        _home: home,
+    }
+}
+
+fn req(cmd: &[&str]) -> CreateTask {
+    CreateTask {
+        command: cmd.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+/// Follows the output feed to its end: (stdout, stderr, final task).
+async fn follow(d: &Arc<Daemon>, id: &str, offsets: (u64, u64)) -> (Vec<u8>, Vec<u8>, Task) {
+    let mut rx = d.tasks.output(d, id, true, offsets).unwrap();
+    let (mut out, mut err) = (vec![], vec![]);
+    let mut next = offsets;
+    loop {
+        let line = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+            .await
+            .expect("output feed stalled")
+            .expect("feed ended without an end event");
+        let event: OutputEvent = serde_json::from_slice(&line).unwrap();
+        match &event {
+            OutputEvent::Output { stream, offset, .. } => {
+                let bytes = event.bytes().unwrap();
+                let (buf, cursor) = match stream {
+                    StreamName::Stdout => (&mut out, &mut next.0),
+                    StreamName::Stderr => (&mut err, &mut next.1),
+                };
+                assert_eq!(*offset, *cursor, "offsets are contiguous");
+                *cursor += bytes.len() as u64;
+                buf.extend_from_slice(&bytes);
+            }
+            OutputEvent::End { task } => return (out, err, (**task).clone()),
+        }
+    }
+}
+
+#[tokio::test]
+async fn exit_code_and_separate_streams() {
+    let f = fixture().await;
+    let t = f
+        .daemon
+        .tasks
+        .create(
+            &f.daemon,
+            req(&["sh", "-c", "echo out; echo err >&2; exit 3"]),
+        )
+        .unwrap();
+    assert_eq!(t.state, TaskState::Booting);
+    let (out, err, end) = follow(&f.daemon, &t.id, (0, 0)).await;
+    assert_eq!(
+        (out.as_slice(), err.as_slice()),
+        (&b"out\n"[..], &b"err\n"[..])
+    );
+    assert_eq!(end.state, TaskState::Exited);
+    assert_eq!(end.exit_code, Some(3));
+    assert_eq!((end.stdout_bytes, end.stderr_bytes), (4, 4));
+    assert!(
+        f.fake.running().is_empty(),
+        "VM gone when the task is reported ended"
+    );
+}
+
+#[tokio::test]
+async fn large_output_is_byte_exact_and_resumable() {
+    let f = fixture().await;
+    let t = f
+        .daemon
+        .tasks
+        .create(&f.daemon, req(&["sh", "-c", "seq 1 1500000"]))
+        .unwrap();
+    let (out, _, end) = follow(&f.daemon, &t.id, (0, 0)).await;
+    let expected: String = (1..=1_500_000).map(|i| format!("{i}\n")).collect();
+    assert_eq!(out.len(), expected.len());
+    assert!(out == expected.as_bytes());
+    assert_eq!(end.stdout_bytes, expected.len() as u64);
+    // A client that lost its connection resumes at its cursor: nothing lost, nothing repeated.
+    let (rest, _, _) = follow(&f.daemon, &t.id, (1_000_000, 0)).await;
+    assert!(rest == expected.as_bytes()[1_000_000..]);
+}
+
+#[tokio::test]
+async fn command_not_found_is_127() {
+    let f = fixture().await;
+    let t = f
+        .daemon
+        .tasks
+        .create(&f.daemon, req(&["no-such-command-xyz"]))
+        .unwrap();
+    let (_, _, end) = follow(&f.daemon, &t.id, (0, 0)).await;
+    assert_eq!(end.state, TaskState::Failed);
+    assert_eq!(end.exit_code, Some(127));
+    let e = end.error.unwrap();
+    assert!(e.contains("no-such-command-xyz"), "{e}");
+}
+
+#[tokio::test]
+async fn timeout_kills_the_task() {
+    let f = fixture().await;
+    let mut r = req(&["sleep", "600"]);
+    r.timeout_secs = Some(1);
+    let t = f.daemon.tasks.create(&f.daemon, r).unwrap();
+    let (_, _, end) = follow(&f.daemon, &t.id, (0, 0)).await;
+    assert_eq!(end.state, TaskState::TimedOut);
+    assert!(end.error.unwrap().contains("timed out after 1 s"));
+    assert!(f.fake.running().is_empty());
+}
+
+#[tokio::test]
+async fn cancel_stops_a_running_task() {
+    let f = fixture().await;
+    let t = f
+        .daemon
+        .tasks
+        .create(&f.daemon, req(&["sh", "-c", "echo started; sleep 600"]))
+        .unwrap();
+    let mut rx = f
+        .daemon
+        .tasks
+        .output(&f.daemon, &t.id, true, (0, 0))
+        .unwrap();
+    let first: OutputEvent = serde_json::from_slice(&rx.recv().await.unwrap()).unwrap();
+    assert_eq!(first.bytes().unwrap(), b"started\n");
+    f.daemon.tasks.cancel(&f.daemon, &t.id).unwrap();
+    let (_, _, end) = follow(&f.daemon, &t.id, (8, 0)).await;
+    assert_eq!(end.state, TaskState::Cancelled);
+    assert!(f.fake.running().is_empty());
+    // Cancelling an ended task is a conflict, deleting it works.
+    assert!(f.daemon.tasks.cancel(&f.daemon, &t.id).is_err());
+    f.daemon.tasks.delete(&f.daemon, &t.id).unwrap();
+    assert!(f.daemon.tasks.get(&f.daemon, &t.id).is_err());
+}
+
+#[tokio::test]
+async fn a_crashing_vm_fails_the_task() {
+    let f = fixture().await;
+    let t = f
+        .daemon
+        .tasks
+        .create(&f.daemon, req(&["sh", "-c", "echo started; sleep 600"]))
+        .unwrap();
+    let mut rx = f
+        .daemon
+        .tasks
+        .output(&f.daemon, &t.id, true, (0, 0))
+        .unwrap();
+    rx.recv().await.unwrap();
+    let vms = f.fake.running();
+    assert_eq!(vms.len(), 1);
+    assert!(f.fake.crash(&vms[0]));
+    let (_, _, end) = follow(&f.daemon, &t.id, (8, 0)).await;
+    assert_eq!(end.state, TaskState::Failed);
+    assert!(end.error.unwrap().contains("microVM stopped"));
+}
+
+#[tokio::test]
+async fn a_failed_boot_fails_the_task_and_leaves_nothing() {
+    let f = fixture().await;
+    f.fake.fail_next_boot();
+    let t = f.daemon.tasks.create(&f.daemon, req(&["true"])).unwrap();
+    let (_, _, end) = follow(&f.daemon, &t.id, (0, 0)).await;
+    assert_eq!(end.state, TaskState::Failed);
+    assert!(end.error.unwrap().contains("cannot boot"));
+    let run = std::fs::read_dir(f.daemon.config.run_dir())
+        .unwrap()
+        .count();
+    assert_eq!(run, 0, "run directory removed");
+    assert!(f.daemon.registry.list_vms().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn shutdown_stops_every_task() {
+    let f = fixture().await;
+    let ids: Vec<_> = (0..3)
+        .map(|_| {
+            f.daemon
+                .tasks
+                .create(&f.daemon, req(&["sleep", "600"]))
+                .unwrap()
+                .id
+        })
+        .collect();
+    // Let them boot.
+    for _ in 0..100 {
+        if f.fake.running().len() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    f.daemon.tasks.shutdown(Duration::from_secs(10)).await;
+    assert!(f.fake.running().is_empty());
+    for id in ids {
+        let t = f.daemon.tasks.get(&f.daemon, &id).unwrap();
+        assert!(t.state.is_terminal(), "{t:?}");
+    }
+}
+
+#[tokio::test]
+async fn environment_reaches_the_command() {
+    let f = fixture().await;
+    let mut r = req(&["sh", "-c", "echo \"$A-$B\""]);
+    r.env.insert("A".into(), "x y".into());
+    r.env.insert("B".into(), "z".into());
+    let t = f.daemon.tasks.create(&f.daemon, r).unwrap();
+    let (out, _, end) = follow(&f.daemon, &t.id, (0, 0)).await;
+    assert_eq!(end.exit_code, Some(0), "{end:?}");
+    assert_eq!(String::from_utf8(out).unwrap(), "x y-z\n");
+}

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Builds aegis, aegisd and the static guest harness. Usage: scripts/build.sh [--release]
+# The harness is placed beside aegisd, where the daemon looks for it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+profile=debug
+cargo_flags=()
+if [[ "${1:-}" == "--release" ]]; then
+  profile=release
+  cargo_flags=(--release)
+fi
+
+echo "==> building aegis and aegisd ($profile)"
+cargo build "${cargo_flags[@]}" -p aegis -p aegisd
+
+# PID 1 of every guest: fully static, small.
+echo "==> building the guest harness (static)"
+RUSTFLAGS="-C target-feature=+crt-static" \
+  cargo build --profile harness -p aegis-harness --target x86_64-unknown-linux-gnu
+install -m 0755 target/x86_64-unknown-linux-gnu/harness/aegis-harness "target/$profile/aegis-harness"
+echo "==> binaries in target/$profile: aegis aegisd aegis-harness"

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages Aegis needs to build guests and run microVMs. Idempotent.
+set -euo pipefail
+
+PACKAGES=(
+  # VMM and guest artefacts
+  qemu-system-x86 qemu-utils linux-source-6.1 debootstrap busybox-static e2fsprogs erofs-utils
+  # kernel build
+  build-essential bc flex bison libelf-dev libssl-dev cpio xz-utils kmod
+  # images and registries (image tests), networking tools
+  docker-registry skopeo iproute2 nftables
+  # test and benchmark clients
+  curl socat python3 python3-venv python3-grpcio python3-websockets haproxy wrk sqlite3
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "==> installing ${#missing[@]} Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+else
+  echo "==> Debian packages already installed"
+fi
+# The docker-registry package starts a registry on :5000; the tests start their own on loopback.
+if command -v systemctl >/dev/null && systemctl is-active --quiet docker-registry 2>/dev/null; then
+  systemctl stop docker-registry || true
+fi
+
+if ! command -v cargo >/dev/null; then
+  echo "error: Rust (cargo) is not installed. Install a stable toolchain (>= 1.85) with rustup," >&2
+  echo "       e.g. 'curl https://sh.rustup.rs -sSf | sh', then run this script again." >&2
+  exit 1
+fi

@@ -1,0 +1,84 @@
+//! Conformance: one suite, run against every VMM backend that can boot on this host. A backend
+//! that cannot boot here is skipped with the reason printed, never passed silently.
+
+use aegis_tests::{code, stderr, stdout, TestDaemon};
+use aegis_vmm::select::BackendChoice;
+
+const BACKENDS: &[(&str, BackendChoice)] = &[
+    ("qemu", BackendChoice::Qemu),
+    ("firecracker", BackendChoice::Firecracker),
+    ("libkrun", BackendChoice::Libkrun),
+];
+
+/// The backends that can boot here; prints why the others are skipped.
+fn bootable() -> Vec<&'static str> {
+    let report = aegis_vmm::host::probe();
+    let mut out = vec![];
+    for (name, choice) in BACKENDS {
+        match aegis_vmm::select::select(*choice, &report, &Default::default()) {
+            Ok(_) => out.push(*name),
+            Err(e) => eprintln!("SKIP conformance on {name}: {e}"),
+        }
+    }
+    assert!(
+        !out.is_empty(),
+        "no backend can boot on this host: conformance cannot run"
+    );
+    out
+}
+
+fn each_backend(check: impl Fn(&TestDaemon)) {
+    for backend in bootable() {
+        eprintln!("conformance on {backend}");
+        let d = TestDaemon::start(backend);
+        check(&d);
+        d.assert_no_leftovers();
+    }
+}
+
+#[test]
+fn conformance_task_output_and_exit_code() {
+    each_backend(|d| {
+        let o = d.aegis(&[
+            "run",
+            "--image",
+            "busybox",
+            "--",
+            "sh",
+            "-c",
+            "echo a; echo b >&2; exit 7",
+        ]);
+        assert_eq!(
+            (code(&o), stdout(&o).as_str(), stderr(&o).as_str()),
+            (7, "a\n", "b\n")
+        );
+    });
+}
+
+#[test]
+fn conformance_status_reports_backend_and_capabilities() {
+    each_backend(|d| {
+        let o = d.aegis(&["status", "--json"]);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        let s: aegis_api::Status = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(s.backend, d.backend);
+        assert!(!s.capabilities.accelerator.is_empty());
+    });
+}
+
+#[test]
+fn conformance_timeout_kills_the_vm() {
+    each_backend(|d| {
+        let o = d.aegis(&[
+            "run",
+            "--image",
+            "busybox",
+            "--timeout",
+            "1",
+            "--",
+            "sleep",
+            "600",
+        ]);
+        assert_eq!(code(&o), 124, "{}", stderr(&o));
+    });
+}
