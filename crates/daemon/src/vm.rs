@@ -122,6 +122,15 @@ async fn handshake(vm: &dyn Vm) -> Result<(Session, mpsc::Receiver<GuestMessage>
                              {PROTOCOL_VERSION}; rebuild the harness and initramfs"
                         ));
                     }
+                    // The guest has no RTC: give it the host's time.
+                    let unix_nanos = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_nanos() as u64)
+                        .unwrap_or_default();
+                    session
+                        .send(HostMessage::SetClock { unix_nanos })
+                        .await
+                        .map_err(|e| e.to_string())?;
                     return Ok((session, events, kernel_release));
                 }
                 Some(other) => tracing::debug!(?other, "message before Hello ignored"),

@@ -33,6 +33,9 @@ pub enum HostMessage {
     Hello { protocol: u32 },
     /// Liveness probe; answered by [`GuestMessage::Pong`] with the same nonce.
     Ping { nonce: u64 },
+    /// Set the guest's wall clock (the guest has no RTC). Sent after every `Hello`, i.e. after
+    /// boot and after every restore or resume, so the guest clock follows the host's.
+    SetClock { unix_nanos: u64 },
     /// Run a process. Its stdio is wired to streams the host has already opened: the guest
     /// writes stdout/stderr to `stdout`/`stderr` and feeds `stdin` (if any) to the process.
     /// Answered by `Spawned` or `SpawnFailed`; then `Exited` once the process has exited and

@@ -1,0 +1,33 @@
+//! Guest artefacts of Aegis: the guest kernel, the base root images, the initramfs that
+//! carries the guest harness, and per-instance scratch disks.
+//!
+//! Everything is built on the host from Debian packages (no Docker, no loop mounts) and
+//! cached under `<aegis home>/cache/` (see [`Layout`]), keyed by a hash of its recipe so a
+//! changed recipe rebuilds and an unchanged one never does. See `docs/GUEST.md`.
+
+mod cmd;
+mod cpio;
+mod error;
+mod ext4;
+mod host;
+mod images;
+mod initramfs;
+mod kernel;
+mod layout;
+mod progress;
+
+pub use error::{ImageError, Result};
+pub use ext4::{create_scratch_disk, MIN_SCRATCH_BYTES, SCRATCH_LABEL};
+pub use host::host_tsc_khz;
+pub use images::{
+    build_image, debian_mirror, image_file, image_path, image_status, list_images, BaseImage,
+    ImageInfo, ImageStatus, DEBIAN_MIRROR_ENV, DEFAULT_DEBIAN_MIRROR, ROOT_LABEL,
+};
+pub use initramfs::{ensure_initramfs, write_initramfs};
+pub use kernel::{
+    build_kernel, config_options, find_kernel, kernel_cache_path, kernel_config_hash, kernel_path,
+    kernel_source, KernelSource, DEFAULT_KERNEL_SOURCE, KERNEL_CONFIG_FRAGMENT, KERNEL_ENV,
+    KERNEL_SOURCE_ENV,
+};
+pub use layout::{default_home, Layout};
+pub use progress::{NoProgress, Progress};
