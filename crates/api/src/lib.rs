@@ -6,10 +6,14 @@
 #![forbid(unsafe_code)]
 
 pub mod error;
+pub mod instance;
 pub mod status;
 pub mod task;
 
 pub use error::{ApiError, ErrorCode};
+pub use instance::{
+    CreateInstance, Endpoint, IdlePolicy, Instance, InstanceState, PortProtocol, PortSpec, WakeStats,
+};
 pub use status::{CapabilitiesInfo, Status};
 pub use task::{CreateTask, OutputEvent, StreamName, Task, TaskState};
 

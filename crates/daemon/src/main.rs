@@ -25,6 +25,7 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let home = args.home.unwrap_or_else(aegisd::config::default_home);
     let config = aegisd::config::Config::new(home, &args.backend)?;

@@ -26,7 +26,7 @@ pub enum LaunchError {
     Scratch(String),
     #[error(transparent)]
     Vmm(#[from] VmmError),
-    #[error("the guest did not come up: {reason}\n--- guest console (tail) ---\n{console}")]
+    #[error("the guest did not come up: {reason}; last console lines: {console}")]
     Handshake { reason: String, console: String },
 }
 
@@ -92,7 +92,7 @@ pub async fn launch(backend: &dyn Backend, spec: LaunchSpec) -> Result<GuestVm, 
             kernel_release,
         }),
         Err(reason) => {
-            let console = vm.console_tail();
+            let console = last_lines(&vm.console_tail(), 5);
             let _ = vm.kill().await;
             Err(LaunchError::Handshake { reason, console })
         }
@@ -168,6 +168,17 @@ impl GuestVm {
         if let Err(e) = self.vm.kill().await {
             tracing::warn!(vm = self.vm.id(), error = %e, "cannot kill VMM");
         }
+    }
+}
+
+/// The last `n` non-empty lines of `text`, joined on one line.
+pub fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let tail = &lines[lines.len().saturating_sub(n)..];
+    if tail.is_empty() {
+        "(none)".into()
+    } else {
+        tail.join(" | ")
     }
 }
 

@@ -1,0 +1,9 @@
+//! One file per command.
+
+pub mod doctor;
+pub mod down;
+pub mod run;
+pub mod setup;
+pub mod status;
+pub mod task;
+pub mod up;

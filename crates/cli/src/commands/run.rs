@@ -1,0 +1,275 @@
+//! `aegis run`: run a command in a fresh microVM and stream its output.
+
+use std::collections::BTreeMap;
+
+use aegis_api::{CreateTask, Task, TaskState};
+use aegis_client::{Client, FollowItem};
+use anyhow::Context as _;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::context::Context;
+use crate::exit;
+use crate::parse;
+use crate::render;
+use crate::sink::Sink;
+
+const AFTER_HELP: &str = "\
+The command runs in a new microVM that is thrown away when it ends. Its stdout and stderr
+arrive on aegis's stdout and stderr, byte for byte, as they are written. Options go before the
+command; everything from the command on (or after `--`) is passed to it untouched.
+
+Examples:
+  aegis run -- echo \"hello from aegis\"
+  aegis run --image busybox -- sh -c 'uname -a; cat /proc/cpuinfo | head'
+  aegis run -e API_KEY -e MODE=fast --memory 1G --cpus 2 -- python3 job.py
+  aegis run --timeout 5m --artifact /out -- sh -c 'mkdir /out && date > /out/when'
+  id=$(aegis run --detach -- sleep 60); aegis task logs --follow \"$id\"
+
+Exit status:
+  the command's own exit code, or
+  124  the task hit --timeout
+  125  aegis failed: daemon not running, invalid option, VM failure
+  126  the command is not executable;  127  the command was not found
+  130  interrupted with Ctrl-C (the task is cancelled);  143  SIGTERM (likewise)
+  137  the task was cancelled by someone else (`aegis task cancel`)";
+
+/// Run a command in a fresh microVM and stream its output.
+#[derive(Debug, clap::Args)]
+#[command(after_help = AFTER_HELP)]
+pub struct Args {
+    /// Guest image (see `aegis setup`); the daemon's default is "debian".
+    #[arg(long, value_name = "NAME")]
+    pub image: Option<String>,
+
+    /// Set an environment variable in the guest; `KEY` alone passes this shell's value.
+    /// Repeatable.
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE", value_parser = parse::env_pair)]
+    pub env: Vec<(String, String)>,
+
+    /// Number of vCPUs.
+    #[arg(long, value_name = "N", value_parser = parse::vcpus, allow_hyphen_values = true)]
+    pub cpus: Option<u32>,
+
+    /// Guest memory: MiB, or a size such as 512M or 1G.
+    #[arg(short = 'm', long, value_name = "SIZE", value_parser = parse::memory_mib, allow_hyphen_values = true)]
+    pub memory: Option<u32>,
+
+    /// Kill the task after this long (30s, 5m, 1h30m, or seconds); exit code 124.
+    #[arg(long, value_name = "DURATION", value_parser = parse::duration_secs, allow_hyphen_values = true)]
+    pub timeout: Option<u64>,
+
+    /// Guest path (file or directory) to copy back to the host when the task ends.
+    /// Repeatable.
+    #[arg(long = "artifact", value_name = "GUEST_PATH", value_parser = parse::guest_path)]
+    pub artifacts: Vec<String>,
+
+    /// Working directory of the command in the guest.
+    #[arg(short = 'w', long, value_name = "DIR", value_parser = parse::guest_path)]
+    pub workdir: Option<String>,
+
+    /// Print the task id and return at once; follow it with `aegis task logs --follow`.
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+
+    /// The command and its arguments.
+    #[arg(required = true, trailing_var_arg = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+impl Args {
+    fn request(&self) -> CreateTask {
+        CreateTask {
+            command: self.command.clone(),
+            image: self.image.clone(),
+            env: self.env.iter().cloned().collect::<BTreeMap<_, _>>(),
+            workdir: self.workdir.clone(),
+            vcpus: self.cpus,
+            memory_mib: self.memory,
+            timeout_secs: self.timeout,
+            artifacts: self.artifacts.clone(),
+        }
+    }
+}
+
+pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<i32> {
+    let client = ctx.client();
+    let request = args.request();
+    if args.detach {
+        let task = client.create_task(&request).await?;
+        println!("{}", task.id);
+        return Ok(0);
+    }
+
+    // Installed before the task exists, so an early Ctrl-C still cancels it.
+    let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+
+    let task = client.create_task(&request).await?;
+    let id = task.id.clone();
+    let interrupted = tokio::select! {
+        result = stream_output(client, &id) => {
+            return finish(&result?, !args.artifacts.is_empty());
+        }
+        _ = sigint.recv() => exit::SIGINT,
+        _ = sigterm.recv() => exit::SIGTERM,
+    };
+    match client.cancel_task(&id).await {
+        Ok(_) => eprintln!("aegis: task {id} cancelled"),
+        Err(e) => eprintln!(
+            "aegis: cannot cancel task {id}: {e}; cancel it with `aegis task cancel {id}`"
+        ),
+    }
+    Ok(interrupted)
+}
+
+/// Copy the task's output to our stdout/stderr until its end; the task as it ended.
+pub async fn stream_output(client: &Client, id: &str) -> anyhow::Result<Task> {
+    let mut follower = client.follow_output(id, 0, 0);
+    let mut sink = Sink::default();
+    loop {
+        let item = follower.next().await.map_err(|e| {
+            anyhow::anyhow!(
+                "lost the output of task {id} ({}); it may still be running: follow it with \
+                 `aegis task logs --follow {id}`",
+                render::chain(&e)
+            )
+        })?;
+        match item {
+            Some(FollowItem::Output { stream, data }) => sink
+                .write(stream, &data)
+                .context("cannot write the task's output")?,
+            Some(FollowItem::End(task)) => return Ok(*task),
+            None => anyhow::bail!("the output feed of task {id} ended without the task's end"),
+        }
+    }
+}
+
+/// Report how the task ended and choose the exit code.
+fn finish(task: &Task, artifacts_declared: bool) -> anyhow::Result<i32> {
+    if artifacts_declared {
+        if let Some(dir) = &task.artifacts_dir {
+            eprintln!("aegis: artifacts copied to {dir}");
+        }
+    }
+    let (message, code) = outcome(task);
+    if let Some(message) = message {
+        eprintln!("aegis: {message}");
+    }
+    Ok(code)
+}
+
+/// The line to print (if any) and the exit code for a task that ended.
+fn outcome(task: &Task) -> (Option<String>, i32) {
+    let id = &task.id;
+    match task.state {
+        TaskState::Exited => match task.exit_code {
+            Some(code) => (None, exit::clamp(code)),
+            None => (
+                Some(format!("task {id} exited but aegisd reported no exit code")),
+                exit::AEGIS_ERROR,
+            ),
+        },
+        TaskState::Failed => {
+            let message = task
+                .error
+                .clone()
+                .unwrap_or_else(|| format!("task {id} failed"));
+            // 126/127: the command could not be executed or found, as a shell reports it.
+            (
+                Some(message),
+                task.exit_code.map_or(exit::AEGIS_ERROR, exit::clamp),
+            )
+        }
+        TaskState::TimedOut => {
+            let after = task
+                .timeout_secs
+                .map(|s| format!(" after {s}s"))
+                .unwrap_or_default();
+            (Some(format!("task {id} timed out{after}")), exit::TIMED_OUT)
+        }
+        TaskState::Cancelled => (Some(format!("task {id} was cancelled")), exit::KILLED),
+        TaskState::Booting | TaskState::Running => (
+            Some(format!(
+                "aegisd ended the output of task {id} while it is still {}",
+                task.state.as_str()
+            )),
+            exit::AEGIS_ERROR,
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ended(state: TaskState, exit_code: Option<i32>, error: Option<&str>) -> Task {
+        Task {
+            id: "t1".into(),
+            state,
+            command: vec!["x".into()],
+            image: "debian".into(),
+            vcpus: 1,
+            memory_mib: 512,
+            timeout_secs: Some(5),
+            exit_code,
+            error: error.map(String::from),
+            created_at: "2025-01-01T00:00:00Z".into(),
+            started_at: None,
+            ended_at: None,
+            stdout_bytes: 0,
+            stderr_bytes: 0,
+            artifacts_dir: None,
+            guest_kernel: None,
+        }
+    }
+
+    #[test]
+    fn exit_codes_follow_docker_and_timeout() {
+        assert_eq!(outcome(&ended(TaskState::Exited, Some(0), None)), (None, 0));
+        assert_eq!(outcome(&ended(TaskState::Exited, Some(3), None)), (None, 3));
+        assert_eq!(outcome(&ended(TaskState::Exited, None, None)).1, 125);
+        assert_eq!(
+            outcome(&ended(TaskState::TimedOut, None, None)),
+            (Some("task t1 timed out after 5s".into()), 124)
+        );
+        assert_eq!(
+            outcome(&ended(TaskState::Failed, None, Some("VM failed to boot"))),
+            (Some("VM failed to boot".into()), 125)
+        );
+        assert_eq!(
+            outcome(&ended(
+                TaskState::Failed,
+                Some(127),
+                Some("nope: command not found")
+            )),
+            (Some("nope: command not found".into()), 127)
+        );
+        assert_eq!(outcome(&ended(TaskState::Cancelled, None, None)).1, 137);
+        assert_eq!(outcome(&ended(TaskState::Running, None, None)).1, 125);
+        assert_eq!(outcome(&ended(TaskState::Exited, Some(-1), None)).1, 125);
+    }
+
+    #[test]
+    fn the_request_carries_every_option() {
+        let args = Args {
+            image: Some("busybox".into()),
+            env: vec![("A".into(), "1".into()), ("A".into(), "2".into())],
+            cpus: Some(2),
+            memory: Some(256),
+            timeout: Some(30),
+            artifacts: vec!["/out".into()],
+            workdir: Some("/tmp".into()),
+            detach: false,
+            command: vec!["true".into()],
+        };
+        let r = args.request();
+        // The last --env for a key wins, as in a shell.
+        assert_eq!(r.env.get("A").map(String::as_str), Some("2"));
+        assert_eq!(
+            (r.vcpus, r.memory_mib, r.timeout_secs),
+            (Some(2), Some(256), Some(30))
+        );
+        assert_eq!(r.artifacts, ["/out"]);
+        assert_eq!(r.workdir.as_deref(), Some("/tmp"));
+    }
+}

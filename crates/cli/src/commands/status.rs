@@ -1,0 +1,71 @@
+//! `aegis status`: is the daemon running, and with what.
+
+use aegis_api::Status;
+use aegis_client::Error;
+
+use crate::context::Context;
+use crate::exit;
+
+/// Show whether aegisd is running, its backend and capabilities.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Exits 0 when the daemon answers, 1 when it is not running. With --json, prints the daemon's
+`GET /v1/status` object, or {\"status\": \"not_running\", \"socket\": ...}.
+
+Examples:
+  aegis status
+  aegis status --json | jq -r .backend")]
+pub struct Args {
+    /// Print machine-readable JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<i32> {
+    match ctx.client().status().await {
+        Ok(status) => {
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", describe(&status));
+            }
+            Ok(0)
+        }
+        Err(Error::DaemonNotRunning { socket }) => {
+            if args.json {
+                let v = serde_json::json!({"status": "not_running", "socket": socket});
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!(
+                    "aegisd: not running (no socket at {}); start it with `aegis up`",
+                    socket.display()
+                );
+            }
+            Ok(exit::CHECK_FAILED)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn describe(s: &Status) -> String {
+    let c = &s.capabilities;
+    let yes = |b: bool| if b { "yes" } else { "no" };
+    format!(
+        "aegisd: {} (pid {}, version {})\n\
+         home: {}\n\
+         backend: {} (accelerator {})\n\
+         capabilities: pause {}, memory snapshot {}, vsock {}, virtio-fs {}\n\
+         tasks running: {}\n",
+        s.status,
+        s.pid,
+        s.version,
+        s.home,
+        s.backend,
+        c.accelerator,
+        yes(c.pause),
+        yes(c.memory_snapshot),
+        yes(c.vsock),
+        yes(c.virtio_fs),
+        s.tasks_running
+    )
+}

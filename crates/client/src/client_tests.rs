@@ -1,0 +1,364 @@
+//! The client against a scripted server on a temporary unix socket.
+
+use std::time::Duration;
+
+use aegis_api::{ApiError, CreateTask, ErrorCode, OutputEvent, StreamName, Task, TaskState};
+use futures::StreamExt;
+
+use crate::test_server::{Recorded, Reply, TestServer};
+use crate::{Client, Error, FollowItem};
+
+fn task(id: &str, state: TaskState) -> Task {
+    Task {
+        id: id.into(),
+        state,
+        command: vec!["echo".into(), "hi".into()],
+        image: "debian".into(),
+        vcpus: 1,
+        memory_mib: 512,
+        timeout_secs: None,
+        exit_code: (state == TaskState::Exited).then_some(0),
+        error: None,
+        created_at: "2025-01-01T00:00:00Z".into(),
+        started_at: None,
+        ended_at: None,
+        stdout_bytes: 0,
+        stderr_bytes: 0,
+        artifacts_dir: None,
+        guest_kernel: None,
+    }
+}
+
+fn json(status: u16, value: &impl serde::Serialize) -> Reply {
+    Reply::Body(status, serde_json::to_vec(value).unwrap())
+}
+
+fn line(event: &OutputEvent) -> Vec<u8> {
+    let mut l = serde_json::to_vec(event).unwrap();
+    l.push(b'\n');
+    l
+}
+
+fn end(id: &str) -> Vec<u8> {
+    line(&OutputEvent::End {
+        task: Box::new(task(id, TaskState::Exited)),
+    })
+}
+
+#[tokio::test]
+async fn status_is_fetched_and_parsed() {
+    let server = TestServer::start(|_, _| {
+        Reply::Body(
+            200,
+            br#"{"status":"running","version":"0.1.0","pid":42,"backend":"fake",
+                "capabilities":{"pause":true,"memory_snapshot":false,"vsock":false,
+                "virtio_fs":false,"accelerator":"none"},"home":"/h","tasks_running":0}"#
+                .to_vec(),
+        )
+    });
+    let status = Client::new(server.socket.clone()).status().await.unwrap();
+    assert_eq!(status.pid, 42);
+    assert_eq!(status.backend, "fake");
+    let reqs = server.requests();
+    assert_eq!(
+        (reqs[0].method.as_str(), reqs[0].uri.as_str()),
+        ("GET", "/v1/status")
+    );
+}
+
+#[tokio::test]
+async fn a_missing_or_stale_socket_means_the_daemon_is_not_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("aegisd.sock");
+    let err = Client::new(missing.clone()).status().await.unwrap_err();
+    assert!(
+        matches!(&err, Error::DaemonNotRunning { socket } if *socket == missing),
+        "{err}"
+    );
+
+    // A socket file nobody listens on any more, as a crashed daemon leaves it.
+    drop(std::os::unix::net::UnixListener::bind(&missing).unwrap());
+    assert!(missing.exists());
+    let err = Client::new(missing).list_tasks().await.unwrap_err();
+    assert!(matches!(err, Error::DaemonNotRunning { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn api_errors_carry_status_code_and_message() {
+    let server = TestServer::start(|_, _| {
+        json(
+            404,
+            &ApiError::new(ErrorCode::NotFound, "task 'nope' does not exist"),
+        )
+    });
+    let err = Client::new(server.socket.clone())
+        .get_task("nope")
+        .await
+        .unwrap_err();
+    match &err {
+        Error::Api { status, error } => {
+            assert_eq!(*status, 404);
+            assert_eq!(error.error.code, ErrorCode::NotFound);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(err.to_string(), "task 'nope' does not exist");
+    assert!(err.is_not_found());
+}
+
+#[tokio::test]
+async fn an_error_without_an_api_body_is_a_protocol_error() {
+    let server = TestServer::start(|_, _| Reply::Body(502, b"<html>bad gateway</html>".to_vec()));
+    let err = Client::new(server.socket.clone())
+        .status()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Protocol(m) if m.contains("502")),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn create_task_posts_the_request_and_parses_the_task() {
+    let server = TestServer::start(|_, _| json(201, &task("task-1", TaskState::Booting)));
+    let req = CreateTask {
+        command: vec!["echo".into(), "hi".into()],
+        memory_mib: Some(256),
+        ..Default::default()
+    };
+    let created = Client::new(server.socket.clone())
+        .create_task(&req)
+        .await
+        .unwrap();
+    assert_eq!(created.id, "task-1");
+    let rec = &server.requests()[0];
+    assert_eq!(
+        (rec.method.as_str(), rec.uri.as_str()),
+        ("POST", "/v1/tasks")
+    );
+    let sent: CreateTask = serde_json::from_slice(&rec.body).unwrap();
+    assert_eq!(sent, req);
+}
+
+#[tokio::test]
+async fn every_route_uses_its_method_and_path() {
+    let server = TestServer::start(|rec: &Recorded, _| match rec.method.as_str() {
+        "DELETE" => Reply::Body(204, Vec::new()),
+        "POST" if rec.uri == "/v1/shutdown" => Reply::Body(202, b"{}".to_vec()),
+        _ if rec.uri == "/v1/tasks" => json(200, &vec![task("a", TaskState::Running)]),
+        _ => json(200, &task("a", TaskState::Cancelled)),
+    });
+    let c = Client::new(server.socket.clone());
+    assert_eq!(c.list_tasks().await.unwrap().len(), 1);
+    assert_eq!(c.get_task("a").await.unwrap().id, "a");
+    assert_eq!(
+        c.cancel_task("a").await.unwrap().state,
+        TaskState::Cancelled
+    );
+    c.delete_task("a").await.unwrap();
+    c.shutdown().await.unwrap();
+    let seen: Vec<(String, String)> = server
+        .requests()
+        .into_iter()
+        .map(|r| (r.method, r.uri))
+        .collect();
+    let want = [
+        ("GET", "/v1/tasks"),
+        ("GET", "/v1/tasks/a"),
+        ("POST", "/v1/tasks/a/cancel"),
+        ("DELETE", "/v1/tasks/a"),
+        ("POST", "/v1/shutdown"),
+    ];
+    assert_eq!(
+        seen,
+        want.map(|(m, u)| (m.to_string(), u.to_string())).to_vec()
+    );
+}
+
+#[tokio::test]
+async fn a_daemon_that_does_not_answer_times_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("s");
+    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+    let hold = tokio::spawn(async move {
+        let (_conn, _) = listener.accept().await.unwrap();
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    });
+    let err = Client::new(socket)
+        .with_timeout(Duration::from_millis(100))
+        .status()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err}");
+    assert!(err.to_string().contains("GET /v1/status"), "{err}");
+    hold.abort();
+}
+
+#[tokio::test]
+async fn the_output_feed_parses_huge_lines_split_across_chunks() {
+    let big = vec![b'x'; 3 << 20];
+    let mut body = line(&OutputEvent::output(StreamName::Stdout, 0, &big));
+    body.extend(line(&OutputEvent::output(StreamName::Stderr, 0, b"err")));
+    body.extend(end("t"));
+    let chunks: Vec<Vec<u8>> = body.chunks(64 * 1024 + 7).map(<[u8]>::to_vec).collect();
+    let server = TestServer::start(move |_, _| Reply::Chunks {
+        chunks: chunks.clone(),
+        abort: false,
+    });
+    let feed = Client::new(server.socket.clone())
+        .task_output("t", true, 0, 0)
+        .await
+        .unwrap();
+    let events: Vec<OutputEvent> = feed.into_stream().map(|e| e.unwrap()).collect().await;
+    assert_eq!(events.len(), 3);
+    assert_eq!(events[0].bytes().unwrap(), big);
+    assert_eq!(events[1].bytes().unwrap(), b"err");
+    assert!(matches!(events[2], OutputEvent::End { .. }));
+    assert_eq!(
+        server.requests()[0].uri,
+        "/v1/tasks/t/output?follow=true&stdout_offset=0&stderr_offset=0"
+    );
+}
+
+#[tokio::test]
+async fn an_output_feed_of_a_missing_task_is_an_api_error() {
+    let server =
+        TestServer::start(|_, _| json(404, &ApiError::new(ErrorCode::NotFound, "no such task")));
+    let err = Client::new(server.socket.clone())
+        .task_output("t", false, 0, 0)
+        .await
+        .unwrap_err();
+    assert!(err.is_not_found(), "{err}");
+}
+
+#[tokio::test]
+async fn a_cut_feed_is_a_transient_http_error() {
+    let server = TestServer::start(|_, _| Reply::Chunks {
+        chunks: vec![line(&OutputEvent::output(StreamName::Stdout, 0, b"a"))],
+        abort: true,
+    });
+    let mut feed = Client::new(server.socket.clone())
+        .task_output("t", true, 0, 0)
+        .await
+        .unwrap();
+    assert!(feed.next_event().await.unwrap().is_some());
+    let err = feed.next_event().await.unwrap_err();
+    assert!(
+        matches!(err, Error::Http { .. }) && err.is_transient(),
+        "{err}"
+    );
+    assert!(feed.next_event().await.unwrap().is_none());
+}
+
+async fn collect(follower: &mut crate::OutputFollower) -> (Vec<u8>, Vec<u8>, Option<Task>) {
+    let (mut out, mut err, mut end) = (Vec::new(), Vec::new(), None);
+    while let Some(item) = follower.next().await.unwrap() {
+        match item {
+            FollowItem::Output {
+                stream: StreamName::Stdout,
+                data,
+            } => out.extend(data),
+            FollowItem::Output { data, .. } => err.extend(data),
+            FollowItem::End(task) => end = Some(*task),
+        }
+    }
+    (out, err, end)
+}
+
+#[tokio::test]
+async fn the_follower_resumes_a_cut_feed_without_duplicates_or_loss() {
+    let server = TestServer::start(|rec: &Recorded, index| match index {
+        // First connection: some output, half a line, then the connection dies.
+        0 => {
+            let mut partial = line(&OutputEvent::output(StreamName::Stdout, 6, b"world"));
+            partial.truncate(10);
+            Reply::Chunks {
+                chunks: vec![
+                    line(&OutputEvent::output(StreamName::Stdout, 0, b"hello ")),
+                    line(&OutputEvent::output(StreamName::Stderr, 0, b"warn")),
+                    partial,
+                ],
+                abort: true,
+            }
+        }
+        // The second one must ask from the cursors; it resends an overlapping range.
+        1 => {
+            assert!(
+                rec.uri
+                    .ends_with("follow=true&stdout_offset=6&stderr_offset=4"),
+                "{}",
+                rec.uri
+            );
+            let mut body = line(&OutputEvent::output(StreamName::Stdout, 3, b"lo world"));
+            body.extend(line(&OutputEvent::output(StreamName::Stderr, 0, b"warn!")));
+            Reply::Chunks {
+                chunks: vec![body],
+                abort: false,
+            }
+        }
+        // The third: the feed closed without its end event, so it is reopened again.
+        _ => Reply::Chunks {
+            chunks: vec![
+                line(&OutputEvent::output(StreamName::Stdout, 11, b"\n")),
+                end("t"),
+            ],
+            abort: false,
+        },
+    });
+    let client = Client::new(server.socket.clone());
+    let mut follower = client.follow_output("t", 0, 0);
+    let (out, err, end) = collect(&mut follower).await;
+    assert_eq!(out, b"hello world\n");
+    assert_eq!(err, b"warn!");
+    assert_eq!(end.unwrap().state, TaskState::Exited);
+    assert_eq!(follower.reconnects(), 2);
+    assert_eq!(follower.offsets(), (12, 5));
+    assert!(follower.next().await.unwrap().is_none());
+    assert_eq!(server.requests().len(), 3);
+}
+
+#[tokio::test]
+async fn a_feed_healthy_for_longer_than_the_reconnect_window_is_still_resumed() {
+    let server = TestServer::start(|_, index| match index {
+        0 => {
+            // ~100 ms of a healthy feed (blank keep-alive lines), then the cut.
+            let mut chunks = vec![b"\n".to_vec(); 100];
+            chunks.insert(0, line(&OutputEvent::output(StreamName::Stdout, 0, b"a")));
+            Reply::Chunks {
+                chunks,
+                abort: true,
+            }
+        }
+        _ => Reply::Chunks {
+            chunks: vec![end("t")],
+            abort: false,
+        },
+    });
+    let mut follower = Client::new(server.socket.clone())
+        .follow_output("t", 0, 0)
+        .with_reconnect_window(Duration::from_millis(20));
+    let (out, _, end) = collect(&mut follower).await;
+    assert_eq!(out, b"a");
+    assert!(end.is_some());
+    assert_eq!(follower.reconnects(), 1);
+}
+
+#[tokio::test]
+async fn the_follower_gives_up_when_the_daemon_stays_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut follower = Client::new(dir.path().join("aegisd.sock"))
+        .follow_output("t", 0, 0)
+        .with_reconnect_window(Duration::from_millis(200));
+    let err = follower.next().await.unwrap_err();
+    assert!(matches!(err, Error::DaemonNotRunning { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn the_follower_stops_on_api_errors() {
+    let server =
+        TestServer::start(|_, _| json(404, &ApiError::new(ErrorCode::NotFound, "no such task")));
+    let mut follower = Client::new(server.socket.clone()).follow_output("t", 0, 0);
+    assert!(follower.next().await.unwrap_err().is_not_found());
+    assert_eq!(server.requests().len(), 1);
+}
