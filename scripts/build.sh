@@ -18,5 +18,6 @@ cargo build "${cargo_flags[@]}" -p aegis -p aegisd
 echo "==> building the guest harness (static)"
 RUSTFLAGS="-C target-feature=+crt-static" \
   cargo build --profile harness -p aegis-harness --target x86_64-unknown-linux-gnu
-install -m 0755 target/x86_64-unknown-linux-gnu/harness/aegis-harness "target/$profile/aegis-harness"
-echo "==> binaries in target/$profile: aegis aegisd aegis-harness"
+# aegisd finds it there when run from this tree (target/$profile/aegis-harness is cargo's own,
+# dynamically linked build of the same crate and cannot be PID 1).
+echo "==> binaries: target/$profile/{aegis,aegisd}, target/x86_64-unknown-linux-gnu/harness/aegis-harness"

@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 
 scripts/deps.sh
 scripts/build.sh --release
-install -m 0755 target/release/aegis target/release/aegisd target/release/aegis-harness /usr/local/bin/
+install -m 0755 target/release/aegis target/release/aegisd /usr/local/bin/
+install -m 0755 target/x86_64-unknown-linux-gnu/harness/aegis-harness /usr/local/bin/
 
 echo "==> building the guest kernel and images (first time: ~10 minutes; cached afterwards)"
 aegis setup

@@ -9,5 +9,5 @@ scripts/build.sh
 # Guest artefacts are cached under ~/.aegis/cache; this is a no-op when they are current.
 target/debug/aegis setup
 
-export AEGIS_HARNESS="$PWD/target/debug/aegis-harness"
+export AEGIS_HARNESS="$PWD/target/x86_64-unknown-linux-gnu/harness/aegis-harness"
 cargo test --workspace --no-fail-fast -- --test-threads=2

@@ -15,6 +15,11 @@ pub struct Status {
     /// Aegis home directory of this daemon.
     pub home: String,
     pub tasks_running: u32,
+    /// The shared HTTP router port (apps by `Host: <name>`), e.g. `127.0.0.1:8099`.
+    #[serde(default)]
+    pub router_addr: String,
+    #[serde(default)]
+    pub instances: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

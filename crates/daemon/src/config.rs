@@ -19,14 +19,19 @@ pub fn default_home() -> PathBuf {
 pub struct Config {
     pub home: PathBuf,
     pub backend: BackendChoice,
+    /// The shared HTTP router port (Host routing). Port 0 picks a free one.
+    pub router_addr: std::net::SocketAddr,
 }
+
+/// The default shared router address.
+pub const DEFAULT_ROUTER_ADDR: &str = "127.0.0.1:8099";
 
 impl Config {
     pub fn new(home: PathBuf, backend: &str) -> anyhow::Result<Self> {
         let backend = backend
             .parse::<BackendChoice>()
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        Ok(Config { home, backend })
+        Ok(Config { home, backend, router_addr: DEFAULT_ROUTER_ADDR.parse()? })
     }
 
     pub fn socket(&self) -> PathBuf {
@@ -50,12 +55,24 @@ impl Config {
         self.home.join("tasks")
     }
 
-    /// The guest harness binary: `$AEGIS_HARNESS`, else `aegis-harness` beside this executable.
+    /// The guest harness binary: `$AEGIS_HARNESS`, else `aegis-harness` beside this executable
+    /// (an installation), else the static build of this source tree (`scripts/build.sh`).
+    /// `target/<profile>/aegis-harness` is never used: cargo rebuilds it dynamically linked.
     pub fn harness_binary(&self) -> PathBuf {
         if let Some(p) = std::env::var_os("AEGIS_HARNESS") {
             return PathBuf::from(p);
         }
-        beside_current_exe("aegis-harness")
+        let installed = beside_current_exe("aegis-harness");
+        let in_target_dir = installed
+            .parent()
+            .and_then(Path::parent)
+            .is_some_and(|t| t.join(".rustc_info.json").exists() || t.join("CACHEDIR.TAG").exists());
+        if in_target_dir {
+            if let Some(target) = installed.parent().and_then(Path::parent) {
+                return target.join("x86_64-unknown-linux-gnu/harness/aegis-harness");
+            }
+        }
+        installed
     }
 }
 

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::guest::GuestAssets;
+use crate::instances::InstanceManager;
 use crate::tasks::TaskManager;
 
 /// Everything a request handler or a task runner needs.
@@ -24,6 +25,9 @@ pub struct Daemon {
     pub backend: Arc<dyn Backend>,
     pub guest: GuestAssets,
     pub tasks: TaskManager,
+    pub instances: InstanceManager,
+    /// Where the shared HTTP router port listens (set once it is bound).
+    pub router_addr: std::sync::OnceLock<std::net::SocketAddr>,
     /// Cancelled when the daemon begins to shut down.
     pub shutdown: CancellationToken,
 }
@@ -49,6 +53,8 @@ impl Daemon {
         crate::reconcile::reconcile(&config, &registry).await?;
         Ok(Arc::new(Daemon {
             tasks: TaskManager::default(),
+            instances: InstanceManager::default(),
+            router_addr: std::sync::OnceLock::new(),
             config,
             registry,
             backend,
@@ -59,13 +65,32 @@ impl Daemon {
 
     /// Serves the API on `listener` until shutdown is requested, then stops every VM.
     pub async fn serve(self: &Arc<Self>, listener: UnixListener) -> anyhow::Result<()> {
+        self.start_router().await?;
+        self.instances.reload(self).await;
         let app = crate::api::router(self.clone());
         let token = self.shutdown.clone();
         axum::serve(listener, app)
             .with_graceful_shutdown(async move { token.cancelled().await })
             .await
             .context("API server failed")?;
-        self.tasks.shutdown(Duration::from_secs(20)).await;
+        tokio::join!(
+            self.tasks.shutdown(Duration::from_secs(20)),
+            self.instances.shutdown(Duration::from_secs(20)),
+        );
+        Ok(())
+    }
+
+    /// Binds the shared HTTP router port (apps by `Host` name).
+    async fn start_router(self: &Arc<Self>) -> anyhow::Result<()> {
+        let addr = self.config.router_addr;
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            format!("cannot listen on the router address {addr}; choose another with --router-addr")
+        })?;
+        let bound = listener.local_addr()?;
+        let _ = self.router_addr.set(bound);
+        tracing::info!(addr = %bound, "shared HTTP router listening");
+        let resolver = Arc::new(crate::instances::NameResolver(Arc::downgrade(self)));
+        tokio::spawn(aegis_router::serve_shared_http(listener, resolver, self.shutdown.clone()));
         Ok(())
     }
 }

@@ -6,6 +6,7 @@ pub mod config;
 pub mod daemon;
 pub mod guest;
 pub mod ids;
+pub mod instances;
 pub mod reconcile;
 pub mod tasks;
 pub mod vm;

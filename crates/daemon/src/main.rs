@@ -15,6 +15,9 @@ struct Args {
     /// VMM backend: auto, qemu, firecracker, libkrun or fake.
     #[arg(long, env = "AEGIS_BACKEND", default_value = "auto")]
     backend: String,
+    /// Address of the shared HTTP router port (apps by Host name); port 0 picks a free one.
+    #[arg(long, env = "AEGIS_ROUTER_ADDR", default_value = aegisd::config::DEFAULT_ROUTER_ADDR)]
+    router_addr: std::net::SocketAddr,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -28,7 +31,8 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let home = args.home.unwrap_or_else(aegisd::config::default_home);
-    let config = aegisd::config::Config::new(home, &args.backend)?;
+    let mut config = aegisd::config::Config::new(home, &args.backend)?;
+    config.router_addr = args.router_addr;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -1,6 +1,7 @@
 //! A booted microVM with its guest session: boot, handshake with the harness, shut down.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use aegis_proto::{GuestMessage, HostMessage, Session, Side, PROTOCOL_VERSION};
@@ -18,10 +19,7 @@ pub const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
     #[error("cannot prepare the VM directory {dir}: {source}")]
-    Prepare {
-        dir: PathBuf,
-        source: std::io::Error,
-    },
+    Prepare { dir: PathBuf, source: std::io::Error },
     #[error("cannot create the scratch disk: {0}")]
     Scratch(String),
     #[error(transparent)]
@@ -32,7 +30,8 @@ pub enum LaunchError {
 
 /// A running VM whose harness has said Hello.
 pub struct GuestVm {
-    pub vm: Box<dyn Vm>,
+    /// Shared so that a watcher can wait for the VMM's exit while the VM is in use.
+    pub vm: Arc<dyn Vm>,
     pub session: Session,
     pub events: mpsc::Receiver<GuestMessage>,
     pub kernel_release: String,
@@ -45,6 +44,31 @@ pub struct LaunchSpec {
     pub assets: BootAssets,
     pub vcpus: u32,
     pub memory_mib: u32,
+}
+
+/// The backend spec of an Aegis VM: the image read-only, the scratch disk writable. Disks are
+/// found by serial in the guest, never by order.
+pub fn vm_spec(
+    vm_id: &str,
+    run_dir: &Path,
+    assets: BootAssets,
+    scratch: &Path,
+    vcpus: u32,
+    memory_mib: u32,
+) -> VmSpec {
+    VmSpec {
+        id: vm_id.to_string(),
+        kernel: assets.kernel,
+        initramfs: assets.initramfs,
+        kernel_args: vec![],
+        vcpus,
+        memory_mib,
+        disks: vec![
+            Disk { path: assets.rootfs, read_only: true, serial: "aegis-root".into() },
+            Disk { path: scratch.to_path_buf(), read_only: false, serial: "aegis-scratch".into() },
+        ],
+        run_dir: run_dir.to_path_buf(),
+    }
 }
 
 /// Prepares the run directory and scratch disk, boots, and waits for the harness. On any
@@ -62,35 +86,20 @@ pub async fn launch(backend: &dyn Backend, spec: LaunchSpec) -> Result<GuestVm, 
     .await
     .map_err(|e| LaunchError::Scratch(e.to_string()))?
     .map_err(|e| LaunchError::Scratch(e.to_string()))?;
-    let vm_spec = VmSpec {
-        id: spec.vm_id.clone(),
-        kernel: spec.assets.kernel,
-        initramfs: spec.assets.initramfs,
-        kernel_args: vec![],
-        vcpus: spec.vcpus,
-        memory_mib: spec.memory_mib,
-        disks: vec![
-            Disk {
-                path: spec.assets.rootfs,
-                read_only: true,
-                serial: "aegis-root".into(),
-            },
-            Disk {
-                path: scratch,
-                read_only: false,
-                serial: "aegis-scratch".into(),
-            },
-        ],
-        run_dir: spec.run_dir.clone(),
-    };
-    let vm = backend.boot(&vm_spec).await?;
-    match handshake(vm.as_ref()).await {
-        Ok((session, events, kernel_release)) => Ok(GuestVm {
-            vm,
-            session,
-            events,
-            kernel_release,
-        }),
+    let spec =
+        vm_spec(&spec.vm_id, &spec.run_dir, spec.assets, &scratch, spec.vcpus, spec.memory_mib);
+    let vm = backend.boot(&spec).await?;
+    attach(Arc::from(vm), None).await
+}
+
+/// Connects to a booted or restored VM's harness and completes the handshake. `first_stream`
+/// sets where this session's stream ids start (see `Session::allocate_streams_from`). On
+/// failure the VM is killed.
+pub async fn attach(vm: Arc<dyn Vm>, first_stream: Option<u32>) -> Result<GuestVm, LaunchError> {
+    match handshake(vm.as_ref(), first_stream).await {
+        Ok((session, events, kernel_release)) => {
+            Ok(GuestVm { vm, session, events, kernel_release })
+        }
         Err(reason) => {
             let console = last_lines(&vm.console_tail(), 5);
             let _ = vm.kill().await;
@@ -99,23 +108,23 @@ pub async fn launch(backend: &dyn Backend, spec: LaunchSpec) -> Result<GuestVm, 
     }
 }
 
-async fn handshake(vm: &dyn Vm) -> Result<(Session, mpsc::Receiver<GuestMessage>, String), String> {
+async fn handshake(
+    vm: &dyn Vm,
+    first_stream: Option<u32>,
+) -> Result<(Session, mpsc::Receiver<GuestMessage>, String), String> {
     let work = async {
         let channel = vm.connect().await.map_err(|e| e.to_string())?;
         let (session, mut events) = Session::start::<GuestMessage, _>(channel, Side::Host);
+        if let Some(first) = first_stream {
+            session.allocate_streams_from(first);
+        }
         session
-            .send(HostMessage::Hello {
-                protocol: PROTOCOL_VERSION,
-            })
+            .send(HostMessage::Hello { protocol: PROTOCOL_VERSION })
             .await
             .map_err(|e| e.to_string())?;
         loop {
             match events.recv().await {
-                Some(GuestMessage::Hello {
-                    protocol,
-                    kernel_release,
-                    ..
-                }) => {
+                Some(GuestMessage::Hello { protocol, kernel_release, .. }) => {
                     if protocol != PROTOCOL_VERSION {
                         return Err(format!(
                             "the guest harness speaks protocol {protocol}, aegisd speaks \
@@ -123,14 +132,7 @@ async fn handshake(vm: &dyn Vm) -> Result<(Session, mpsc::Receiver<GuestMessage>
                         ));
                     }
                     // The guest has no RTC: give it the host's time.
-                    let unix_nanos = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map(|d| d.as_nanos() as u64)
-                        .unwrap_or_default();
-                    session
-                        .send(HostMessage::SetClock { unix_nanos })
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    send_clock(&session).await.map_err(|e| e.to_string())?;
                     return Ok((session, events, kernel_release));
                 }
                 Some(other) => tracing::debug!(?other, "message before Hello ignored"),
@@ -147,21 +149,29 @@ async fn handshake(vm: &dyn Vm) -> Result<(Session, mpsc::Receiver<GuestMessage>
     }
 }
 
+/// Sets the guest's wall clock to the host's (after boot, restore and resume).
+pub async fn send_clock(session: &Session) -> Result<(), aegis_proto::SessionError> {
+    let unix_nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or_default();
+    session.send(HostMessage::SetClock { unix_nanos }).await
+}
+
 impl GuestVm {
     /// Asks the harness to stop everything and power off; kills the VMM if it takes longer
     /// than `grace`. Always leaves the VMM process gone.
     pub async fn shutdown(mut self, grace: Duration) {
-        let polite = async {
-            if self.session.send(HostMessage::Shutdown).await.is_ok() {
-                // Wait for the VMM to exit on its own after the guest powered off.
-                self.vm.wait().await;
+        if !grace.is_zero() {
+            let polite = async {
+                if self.session.send(HostMessage::Shutdown).await.is_ok() {
+                    // The VMM exits on its own once the guest powered off.
+                    self.vm.wait().await;
+                }
+            };
+            if tokio::time::timeout(grace, polite).await.is_err() {
+                tracing::debug!(vm = self.vm.id(), "guest did not power off in time; killing");
             }
-        };
-        if tokio::time::timeout(grace, polite).await.is_err() {
-            tracing::debug!(
-                vm = self.vm.id(),
-                "guest did not power off in time; killing"
-            );
         }
         self.session.close();
         self.events.close();
@@ -187,9 +197,7 @@ pub fn describe_exit(exit: &VmExit) -> String {
         VmExit::PoweredOff => "guest powered off".into(),
         VmExit::Killed => "killed by aegisd".into(),
         VmExit::Failed { code: Some(c), .. } => format!("VMM exited with status {c}"),
-        VmExit::Failed {
-            signal: Some(s), ..
-        } => format!("VMM killed by signal {s}"),
+        VmExit::Failed { signal: Some(s), .. } => format!("VMM killed by signal {s}"),
         VmExit::Failed { .. } => "VMM failed".into(),
     }
 }

@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod frame;
+pub mod io;
 pub mod message;
 pub mod session;
 

@@ -148,6 +148,19 @@ impl Session {
         self.stream(id)
     }
 
+    /// Makes this side allocate stream ids from `first` on (keeping its parity). A host that
+    /// reconnects to a guest restored from a memory snapshot uses this so its new streams
+    /// never collide with streams the guest still knows from the session it was saved in.
+    pub fn allocate_streams_from(&self, first: StreamId) {
+        let parity = match self.shared.side {
+            Side::Host => 1,
+            Side::Guest => 0,
+        };
+        self.shared
+            .next_stream
+            .store((first & !1) | parity, Ordering::Relaxed);
+    }
+
     /// Claims the stream `id`, typically one the peer named in a control message.
     pub fn stream(&self, id: StreamId) -> Stream {
         let state = self.shared.state(id);

@@ -5,6 +5,7 @@
 //! transaction, so a crash never leaves a half-updated record.
 #![forbid(unsafe_code)]
 
+mod instances;
 mod migrate;
 mod tasks;
 mod vms;
@@ -14,6 +15,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::Connection;
 
+pub use instances::InstanceRecord;
 pub use vms::VmRecord;
 
 #[derive(Debug, thiserror::Error)]

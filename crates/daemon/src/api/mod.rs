@@ -1,6 +1,7 @@
 //! The HTTP/JSON API (`/v1`) on the unix socket. Handlers are thin: they parse, call the
 //! daemon, and map errors to [`aegis_api::ApiError`] bodies.
 
+mod instances;
 mod status;
 mod tasks;
 
@@ -23,6 +24,12 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/v1/tasks/{id}", get(tasks::get).delete(tasks::delete))
         .route("/v1/tasks/{id}/cancel", post(tasks::cancel))
         .route("/v1/tasks/{id}/output", get(tasks::output))
+        .route("/v1/instances", post(instances::create).get(instances::list))
+        .route("/v1/instances/{id}", get(instances::get).delete(instances::delete))
+        .route("/v1/instances/{id}/pause", post(instances::pause))
+        .route("/v1/instances/{id}/resume", post(instances::resume))
+        .route("/v1/instances/{id}/stop", post(instances::stop))
+        .route("/v1/instances/{id}/logs", get(instances::logs))
         .fallback(|| async {
             Error(ApiError::new(
                 ErrorCode::NotFound,

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aegis_api::{ApiError, CreateTask, ErrorCode, OutputEvent, StreamName, Task, TaskState};
+use aegis_api::{ApiError, CreateTask, ErrorCode, OutputEvent, Task, TaskState};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -43,9 +43,6 @@ pub struct TaskManager {
     live: Mutex<HashMap<String, Arc<LiveTask>>>,
     runners: TaskTracker,
 }
-
-/// Largest chunk of one stream in one output event.
-const EVENT_CHUNK: usize = 64 * 1024;
 
 impl TaskManager {
     pub fn running(&self) -> usize {
@@ -182,68 +179,18 @@ impl TaskManager {
         daemon: &Arc<Daemon>,
         id: &str,
         follow: bool,
-        mut offsets: (u64, u64),
+        offsets: (u64, u64),
     ) -> Result<tokio::sync::mpsc::Receiver<bytes::Bytes>, ApiError> {
         self.get(daemon, id)?;
         let dir = self.task_dir(daemon, id);
-        let mut watch = self.live(id).map(|l| l.output.subscribe());
-        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        let watch = self.live(id).map(|l| l.output.subscribe());
         let daemon = daemon.clone();
         let id = id.to_string();
-        tokio::spawn(async move {
-            loop {
-                let state = match &mut watch {
-                    Some(w) => *w.borrow_and_update(),
-                    None => output::final_state(&dir),
-                };
-                let mut sent_any = false;
-                for (stream, offset) in [
-                    (StreamName::Stdout, &mut offsets.0),
-                    (StreamName::Stderr, &mut offsets.1),
-                ] {
-                    while *offset < state.len(stream) {
-                        let want = (state.len(stream) - *offset).min(EVENT_CHUNK as u64) as usize;
-                        let chunk = match output::read_chunk(&dir, stream, *offset, want) {
-                            Ok(c) if !c.is_empty() => c,
-                            _ => break,
-                        };
-                        let event = OutputEvent::output(stream, *offset, &chunk);
-                        *offset += chunk.len() as u64;
-                        if tx.send(ndjson(&event)).await.is_err() {
-                            return; // client went away
-                        }
-                        sent_any = true;
-                    }
-                }
-                if sent_any {
-                    continue;
-                }
-                if !follow {
-                    return;
-                }
-                if state.done {
-                    break;
-                }
-                match &mut watch {
-                    Some(w) => {
-                        if w.changed().await.is_err() {
-                            // Runner gone: the files are final now.
-                            watch = None;
-                        }
-                    }
-                    None => break,
-                }
-            }
-            // Ended: report the final record.
-            if let Ok(Some(task)) = daemon.registry.get_task(&id) {
-                let _ = tx
-                    .send(ndjson(&OutputEvent::End {
-                        task: Box::new(task),
-                    }))
-                    .await;
-            }
+        let end = Box::new(move || {
+            let task = daemon.registry.get_task(&id).ok().flatten()?;
+            Some(OutputEvent::End { task: Box::new(task) })
         });
-        Ok(rx)
+        Ok(output::feed(dir, watch, follow, offsets, end))
     }
 
     /// Cancels every running task and waits (bounded) for their VMs to be gone.
@@ -273,12 +220,6 @@ impl TaskManager {
             .unwrap_or_else(|p| p.into_inner())
             .remove(id);
     }
-}
-
-fn ndjson(event: &OutputEvent) -> bytes::Bytes {
-    let mut line = serde_json::to_vec(event).unwrap_or_default();
-    line.push(b'\n');
-    line.into()
 }
 
 fn internal(message: String) -> ApiError {
@@ -318,6 +259,37 @@ impl HostLimits {
 
 /// Checks a request against the API's rules and this host's limits.
 pub fn validate(req: &CreateTask, limits: &HostLimits) -> Result<(), ApiError> {
+    let vm = VmRequest {
+        command: &req.command,
+        env: &req.env,
+        workdir: req.workdir.as_deref(),
+        memory_mib: req.memory_mib,
+        vcpus: req.vcpus,
+    };
+    validate_vm(&vm, limits)?;
+    let bad = |m: String| Err(ApiError::new(ErrorCode::InvalidRequest, m));
+    if req.timeout_secs == Some(0) {
+        return bad("timeout must be at least 1 second".into());
+    }
+    for a in &req.artifacts {
+        if !a.starts_with('/') {
+            return bad(format!("artifact path '{a}' must be absolute (a path inside the guest)"));
+        }
+    }
+    Ok(())
+}
+
+/// What every VM request (task or instance) asks for.
+pub struct VmRequest<'a> {
+    pub command: &'a [String],
+    pub env: &'a std::collections::BTreeMap<String, String>,
+    pub workdir: Option<&'a str>,
+    pub memory_mib: Option<u32>,
+    pub vcpus: Option<u32>,
+}
+
+/// Checks the command, environment and resources of a VM request.
+pub fn validate_vm(req: &VmRequest<'_>, limits: &HostLimits) -> Result<(), ApiError> {
     let bad = |m: String| Err(ApiError::new(ErrorCode::InvalidRequest, m));
     if req.command.first().is_none_or(|c| c.is_empty()) {
         return bad(
@@ -349,9 +321,6 @@ pub fn validate(req: &CreateTask, limits: &HostLimits) -> Result<(), ApiError> {
             ));
         }
     }
-    if req.timeout_secs == Some(0) {
-        return bad("timeout must be at least 1 second".into());
-    }
     for k in req.env.keys() {
         if k.is_empty() || k.contains('=') || k.contains('\0') {
             return bad(format!("invalid environment variable name '{k}'"));
@@ -360,14 +329,7 @@ pub fn validate(req: &CreateTask, limits: &HostLimits) -> Result<(), ApiError> {
     if req.env.values().any(|v| v.contains('\0')) {
         return bad("environment values must not contain NUL bytes".into());
     }
-    for a in &req.artifacts {
-        if !a.starts_with('/') {
-            return bad(format!(
-                "artifact path '{a}' must be absolute (a path inside the guest)"
-            ));
-        }
-    }
-    if let Some(w) = &req.workdir {
+    if let Some(w) = req.workdir {
         if !w.starts_with('/') {
             return bad(format!("workdir '{w}' must be an absolute guest path"));
         }

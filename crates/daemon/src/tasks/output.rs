@@ -87,6 +87,74 @@ impl OutputLog {
     }
 }
 
+/// Largest chunk of one stream in one output event.
+const EVENT_CHUNK: usize = 64 * 1024;
+
+/// The NDJSON output feed of the log in `dir` from `offsets`. With `watch` (a live writer) and
+/// `follow`, it waits for new bytes until the writer is done, then sends `end()` (if any).
+pub fn feed(
+    dir: PathBuf,
+    mut watch: Option<watch::Receiver<OutputState>>,
+    follow: bool,
+    mut offsets: (u64, u64),
+    end: Box<dyn FnOnce() -> Option<aegis_api::OutputEvent> + Send>,
+) -> tokio::sync::mpsc::Receiver<bytes::Bytes> {
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    tokio::spawn(async move {
+        loop {
+            let state = match &mut watch {
+                Some(w) => *w.borrow_and_update(),
+                None => final_state(&dir),
+            };
+            let mut sent_any = false;
+            for (stream, offset) in
+                [(StreamName::Stdout, &mut offsets.0), (StreamName::Stderr, &mut offsets.1)]
+            {
+                while *offset < state.len(stream) {
+                    let want = (state.len(stream) - *offset).min(EVENT_CHUNK as u64) as usize;
+                    let chunk = match read_chunk(&dir, stream, *offset, want) {
+                        Ok(c) if !c.is_empty() => c,
+                        _ => break,
+                    };
+                    let event = aegis_api::OutputEvent::output(stream, *offset, &chunk);
+                    *offset += chunk.len() as u64;
+                    if tx.send(ndjson(&event)).await.is_err() {
+                        return; // the client went away
+                    }
+                    sent_any = true;
+                }
+            }
+            if sent_any {
+                continue;
+            }
+            if !follow || state.done {
+                break;
+            }
+            match &mut watch {
+                Some(w) => {
+                    if w.changed().await.is_err() {
+                        // The writer is gone: the files are final now.
+                        watch = None;
+                    }
+                }
+                None => break,
+            }
+        }
+        if follow {
+            if let Some(event) = end() {
+                let _ = tx.send(ndjson(&event)).await;
+            }
+        }
+    });
+    rx
+}
+
+fn ndjson(event: &aegis_api::OutputEvent) -> bytes::Bytes {
+    let mut line = serde_json::to_vec(event).unwrap_or_default();
+    line.push(b'\n');
+    line.into()
+}
+
 /// Reads up to `max` bytes of `stream` from `offset`.
 pub fn read_chunk(
     dir: &Path,

@@ -1,0 +1,86 @@
+//! Opens connections to guest ports over a VM's session. One dispatcher task per session
+//! routes the guest's `Connected`/`ConnectFailed` answers to whoever is waiting for them.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aegis_proto::{GuestMessage, HostMessage, Session, Stream, StreamId};
+use tokio::sync::{mpsc, oneshot};
+
+type Pending = Mutex<HashMap<StreamId, oneshot::Sender<Result<(), String>>>>;
+
+pub struct Connector {
+    session: Session,
+    pending: Arc<Pending>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GuestConnectError {
+    #[error("nothing accepts connections on guest port {port}: {reason}")]
+    Refused { port: u16, reason: String },
+    #[error("the guest did not answer a connection to port {port} within {secs} s")]
+    Timeout { port: u16, secs: u64 },
+    #[error("the session with the guest is gone")]
+    Closed,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Connector {
+    /// Takes over the session's event stream.
+    pub fn start(session: Session, mut events: mpsc::Receiver<GuestMessage>, owner: String) -> Arc<Self> {
+        let pending: Arc<Pending> = Arc::default();
+        let p = pending.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = events.recv().await {
+                match ev {
+                    GuestMessage::Connected { stream } => {
+                        if let Some(tx) = lock(&p).remove(&stream) {
+                            let _ = tx.send(Ok(()));
+                        }
+                    }
+                    GuestMessage::ConnectFailed { stream, error } => {
+                        if let Some(tx) = lock(&p).remove(&stream) {
+                            let _ = tx.send(Err(error));
+                        }
+                    }
+                    GuestMessage::Exited { status, .. } => {
+                        tracing::warn!(instance = %owner, ?status, "the served process exited");
+                    }
+                    other => tracing::debug!(instance = %owner, ?other, "guest event"),
+                }
+            }
+            // Session gone: everyone waiting fails now rather than at their timeout.
+            lock(&p).clear();
+        });
+        Arc::new(Connector { session, pending })
+    }
+
+    /// A stream spliced to `127.0.0.1:port` inside the guest.
+    pub async fn connect(&self, port: u16, timeout: Duration) -> Result<Stream, GuestConnectError> {
+        let stream = self.session.open_stream();
+        let id = stream.id();
+        let (tx, rx) = oneshot::channel();
+        lock(&self.pending).insert(id, tx);
+        if self.session.send(HostMessage::Connect { stream: id, port }).await.is_err() {
+            lock(&self.pending).remove(&id);
+            return Err(GuestConnectError::Closed);
+        }
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(Ok(()))) => Ok(stream),
+            Ok(Ok(Err(reason))) => Err(GuestConnectError::Refused { port, reason }),
+            Ok(Err(_)) => Err(GuestConnectError::Closed),
+            Err(_) => {
+                lock(&self.pending).remove(&id);
+                Err(GuestConnectError::Timeout { port, secs: timeout.as_secs() })
+            }
+        }
+    }
+
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+}

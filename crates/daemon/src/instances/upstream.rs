@@ -1,0 +1,44 @@
+//! The router's view of an instance.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aegis_proto::io::StreamIo;
+use aegis_router::{ActivityGuard, ConnectError, Io, Upstream, WakeError};
+use async_trait::async_trait;
+
+use super::connector::GuestConnectError;
+use super::runtime::InstanceRuntime;
+
+/// How long the guest may take to accept one proxied connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct InstanceUpstream(pub Arc<InstanceRuntime>);
+
+#[async_trait]
+impl Upstream for InstanceUpstream {
+    fn is_ready(&self) -> bool {
+        self.0.is_ready()
+    }
+
+    async fn ensure_ready(&self) -> Result<(), WakeError> {
+        self.0.ensure_ready().await
+    }
+
+    async fn connect(&self, guest_port: u16) -> Result<Box<dyn Io>, ConnectError> {
+        let connector = self.0.connector().ok_or(ConnectError::NotRunning)?;
+        match connector.connect(guest_port, CONNECT_TIMEOUT).await {
+            Ok(stream) => Ok(Box::new(StreamIo::from(stream))),
+            Err(GuestConnectError::Refused { port, .. }) => Err(ConnectError::Refused { port }),
+            Err(e) => Err(ConnectError::Failed { port: guest_port, source: Box::new(e) }),
+        }
+    }
+
+    fn connection_opened(&self) -> ActivityGuard {
+        self.0.activity.guard()
+    }
+
+    fn touch(&self) {
+        self.0.activity.touch();
+    }
+}
