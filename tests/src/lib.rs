@@ -94,6 +94,8 @@ impl TestDaemon {
             .arg(self.home.path())
             .arg("--backend")
             .arg(&self.backend)
+            .arg("--router-addr")
+            .arg("127.0.0.1:0")
             .env("AEGIS_HARNESS", harness())
             .env("AEGIS_LOG", "debug")
             .stdin(Stdio::null())

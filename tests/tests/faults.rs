@@ -48,7 +48,7 @@ fn command_not_found_in_the_guest() {
 fn bad_memory_values() {
     let d = TestDaemon::start("qemu");
     for (mem, needle) in [
-        ("0", "too small"),
+        ("0", "at least 64 MiB"),
         ("-5", "memory"),
         ("99999999", "exceeds"),
     ] {

@@ -59,13 +59,23 @@ pub fn read_pid(pid_file: &Path) -> Option<i32> {
         .filter(|&pid: &i32| pid > 0)
 }
 
-/// Whether process `pid` exists (signal 0 probes without signalling).
+/// Whether process `pid` exists and has not exited (signal 0 probes without signalling; a
+/// zombie, which has exited but was not yet reaped by its parent, counts as gone).
 pub fn process_alive(pid: i32) -> bool {
     // SAFETY: kill(2) with signal 0 only checks that the process exists and may be signalled;
     // it touches no memory.
     let rc = unsafe { libc::kill(pid, 0) };
     // EPERM: it exists but belongs to someone else.
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    let exists = rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    exists && !is_zombie(pid)
+}
+
+fn is_zombie(pid: i32) -> bool {
+    // /proc/<pid>/stat: "pid (comm) S ..."; comm may contain spaces and parentheses.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('Z')))
+        .unwrap_or(false)
 }
 
 /// Send `SIGTERM` to `pid`.

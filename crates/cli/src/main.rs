@@ -25,13 +25,17 @@ Getting started:
   aegis setup                           build the guest kernel and base images (once)
   aegis up                              start the daemon
   aegis run -- echo \"hello from aegis\"  run a command in a fresh microVM
+  aegis run --expose 8000:http -- python3 -m http.server 8000
+                                        serve a port: the VM wakes on connection and
+                                        pauses, then terminates, when idle
+  aegis instance ls                     list served instances and their state
   aegis down                            stop the daemon and every VM
 
 Exit codes: `aegis run` exits with the command's own exit code; 125 means aegis itself failed
 (daemon not running, bad arguments, VM failure), 124 a task timeout, 130/143 an interrupt.
 See docs/CLI.md for the full reference.";
 
-/// Run commands in isolated, disposable microVMs.
+/// Run commands and servers in isolated microVMs that scale to zero.
 #[derive(Debug, Parser)]
 #[command(name = "aegis", version, after_help = AFTER_HELP, max_term_width = 100)]
 struct Cli {
@@ -46,8 +50,18 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    Run(commands::run::Args),
+    Run(Box<commands::run::Args>),
     Task(commands::task::Args),
+    Instance(commands::instance::Args),
+    /// Terminate an instance's VM but keep the instance: the next connection wakes it.
+    #[command(after_help = commands::lifecycle::STOP_HELP)]
+    Stop(commands::lifecycle::Args),
+    /// Pause an instance's VM now: vCPUs stopped, RAM kept.
+    #[command(after_help = commands::lifecycle::PAUSE_HELP)]
+    Pause(commands::lifecycle::Args),
+    /// Wake an instance now rather than on its next connection.
+    #[command(after_help = commands::lifecycle::RESUME_HELP)]
+    Resume(commands::lifecycle::Args),
     Up(commands::up::Args),
     Down(commands::down::Args),
     Status(commands::status::Args),
@@ -67,6 +81,15 @@ fn main() {
             std::process::exit(usage_error(e, &words))
         }
     };
+    if let Err(message) = check(&cli) {
+        let words: Vec<String> = args[1..]
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let command = render::command_path(&Cli::command(), &words);
+        eprintln!("aegis: {message}; see `{command} --help`");
+        std::process::exit(exit::AEGIS_ERROR);
+    }
     let ctx = Context::new(cli.home.unwrap_or_else(aegis_client::default_home));
     let code = match dispatch(&ctx, cli.command) {
         Ok(code) => code,
@@ -76,6 +99,14 @@ fn main() {
         }
     };
     std::process::exit(code);
+}
+
+/// Checks across arguments that clap cannot make, before anything runs.
+fn check(cli: &Cli) -> Result<(), String> {
+    match &cli.command {
+        Command::Run(args) => args.check(),
+        _ => Ok(()),
+    }
 }
 
 fn dispatch(ctx: &Context, command: Command) -> anyhow::Result<i32> {
@@ -88,8 +119,18 @@ fn dispatch(ctx: &Context, command: Command) -> anyhow::Result<i32> {
         .build()?;
     runtime.block_on(async {
         match command {
-            Command::Run(args) => commands::run::run(ctx, args).await,
+            Command::Run(args) => commands::run::run(ctx, *args).await,
             Command::Task(args) => commands::task::run(ctx, args).await,
+            Command::Instance(args) => commands::instance::run(ctx, args).await,
+            Command::Stop(args) => {
+                commands::lifecycle::run(ctx, args, commands::lifecycle::Action::Stop).await
+            }
+            Command::Pause(args) => {
+                commands::lifecycle::run(ctx, args, commands::lifecycle::Action::Pause).await
+            }
+            Command::Resume(args) => {
+                commands::lifecycle::run(ctx, args, commands::lifecycle::Action::Resume).await
+            }
             Command::Up(args) => commands::up::run(ctx, args).await,
             Command::Down(args) => commands::down::run(ctx, args).await,
             Command::Status(args) => commands::status::run(ctx, args).await,
@@ -195,5 +236,108 @@ mod tests {
     fn home_is_global() {
         let cli = parse(&["task", "ls", "--home", "/h"]).unwrap();
         assert_eq!(cli.home, Some(PathBuf::from("/h")));
+    }
+
+    #[test]
+    fn expose_turns_run_into_serve_mode() {
+        let cli = parse(&[
+            "run",
+            "--expose",
+            "8000:http",
+            "--expose",
+            "8080:80:tcp",
+            "--name",
+            "web",
+            "--idle-policy",
+            "idle",
+            "--pause-after",
+            "10s",
+            "--terminate-after",
+            "1h",
+            "--wake-timeout",
+            "90s",
+            "--no-loading-page",
+            "-d",
+            "python3",
+            "-m",
+            "http.server",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!()
+        };
+        assert!(args.serves());
+        assert_eq!(args.command, ["python3", "-m", "http.server"]);
+        assert_eq!(args.expose.len(), 2);
+        assert_eq!(args.expose[1].host_port, Some(8080));
+        assert_eq!(args.name.as_deref(), Some("web"));
+        assert_eq!(
+            (args.pause_after, args.terminate_after, args.wake_timeout),
+            (Some(10), Some(3600), Some(90))
+        );
+        assert!(args.no_loading_page && args.detach);
+        assert_eq!(args.check(), Ok(()));
+    }
+
+    #[test]
+    fn serve_options_need_expose_and_task_options_refuse_it() {
+        for args in [
+            &["run", "--name", "web", "--", "true"][..],
+            &["run", "--pause-after", "1m", "--", "true"],
+            &["run", "--no-loading-page", "--", "true"],
+        ] {
+            let err = check(&parse(args).unwrap()).unwrap_err();
+            assert!(err.contains("is for serve mode only"), "{args:?}: {err}");
+        }
+        for args in [
+            &["run", "--expose", "80", "--timeout", "1m", "--", "true"][..],
+            &["run", "--expose", "80", "--artifact", "/out", "--", "true"],
+            &["run", "--expose", "0", "--", "true"],
+            &["run", "--expose", "80:udp", "--", "true"],
+            &["run", "--expose", "99999", "--", "true"],
+            &[
+                "run",
+                "--expose",
+                "80",
+                "--idle-policy",
+                "never",
+                "--",
+                "true",
+            ],
+            &["run", "--expose", "80", "--wake-timeout", "0", "--", "true"],
+            &["run", "--expose", "80", "--pause-after", "0", "--", "true"],
+            &["run", "--expose", "80", "--name", "Web", "--", "true"],
+            &["run", "--expose", "80", "--name", "a b", "--", "true"],
+        ] {
+            let e = parse(args).unwrap_err();
+            let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+            let command = render::command_path(&Cli::command(), &args);
+            let line = render::clap_error_line(&e.to_string(), &command);
+            assert!(!line.contains('\n'), "{line}");
+            assert!(line.contains("aegis run --help"), "{args:?}: {line}");
+        }
+        // A guest port twice is only seen once all values are parsed.
+        let cli = parse(&["run", "--expose", "80", "--expose", "80:tcp", "--", "x"]).unwrap();
+        let err = check(&cli).unwrap_err();
+        assert!(err.contains("guest port 80 is already exposed"), "{err}");
+    }
+
+    #[test]
+    fn lifecycle_shortcuts_and_instance_subcommands_parse() {
+        for args in [
+            &["stop", "web"][..],
+            &["pause", "web"],
+            &["resume", "inst-1"],
+            &["instance", "ls", "--json"],
+            &["instance", "list"],
+            &["instance", "inspect", "web"],
+            &["instance", "logs", "-f", "web"],
+            &["instance", "stop", "web"],
+            &["instance", "rm", "a", "b"],
+        ] {
+            parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        }
+        assert!(parse(&["stop"]).is_err());
+        assert!(parse(&["instance", "rm"]).is_err());
     }
 }

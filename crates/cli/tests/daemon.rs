@@ -22,6 +22,8 @@ fn status() -> Status {
         },
         home: "/h".into(),
         tasks_running: 0,
+        router_addr: "127.0.0.1:8099".into(),
+        instances: 1,
     }
 }
 
@@ -47,6 +49,11 @@ async fn status_says_whether_the_daemon_runs() {
     let o = run_aegis(daemon.home(), &["status"]).await;
     assert!(
         stdout(&o).contains("backend: fake (accelerator none)"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(
+        stdout(&o).contains("instances: 1\nrouter: http://127.0.0.1:8099 "),
         "{}",
         stdout(&o)
     );

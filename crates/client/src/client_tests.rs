@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
-use aegis_api::{ApiError, CreateTask, ErrorCode, OutputEvent, StreamName, Task, TaskState};
+use aegis_api::{
+    ApiError, CreateInstance, CreateTask, Endpoint, ErrorCode, IdlePolicy, Instance, InstanceState,
+    OutputEvent, PortProtocol, PortSpec, StreamName, Task, TaskState, WakeStats,
+};
 use futures::StreamExt;
 
 use crate::test_server::{Recorded, Reply, TestServer};
@@ -261,6 +264,7 @@ async fn collect(follower: &mut crate::OutputFollower) -> (Vec<u8>, Vec<u8>, Opt
             } => out.extend(data),
             FollowItem::Output { data, .. } => err.extend(data),
             FollowItem::End(task) => end = Some(*task),
+            FollowItem::Gone => panic!("a task feed is never gone"),
         }
     }
     (out, err, end)
@@ -359,6 +363,250 @@ async fn the_follower_stops_on_api_errors() {
     let server =
         TestServer::start(|_, _| json(404, &ApiError::new(ErrorCode::NotFound, "no such task")));
     let mut follower = Client::new(server.socket.clone()).follow_output("t", 0, 0);
+    assert!(follower.next().await.unwrap_err().is_not_found());
+    assert_eq!(server.requests().len(), 1);
+}
+
+fn instance(id: &str, state: InstanceState) -> Instance {
+    Instance {
+        id: id.into(),
+        name: "web".into(),
+        state,
+        target: CreateInstance {
+            command: vec!["python3".into(), "-m".into(), "http.server".into()],
+            expose: vec![PortSpec {
+                guest_port: 8000,
+                host_port: None,
+                protocol: PortProtocol::Http,
+            }],
+            ..Default::default()
+        },
+        endpoints: vec![Endpoint {
+            guest_port: 8000,
+            host_port: 41234,
+            protocol: PortProtocol::Http,
+            url: "http://127.0.0.1:41234".into(),
+        }],
+        created_at: "2025-01-01T00:00:00Z".into(),
+        last_active_at: "2025-01-01T00:00:00Z".into(),
+        active_connections: 0,
+        snapshot_cached: false,
+        stats: WakeStats::default(),
+        last_error: None,
+        guest_kernel: None,
+    }
+}
+
+fn not_found(what: &str) -> Reply {
+    json(
+        404,
+        &ApiError::new(ErrorCode::NotFound, format!("{what} does not exist")),
+    )
+}
+
+#[tokio::test]
+async fn create_instance_posts_the_serve_target_and_parses_the_instance() {
+    let server =
+        TestServer::start(|_, _| json(201, &instance("inst-1", InstanceState::Terminated)));
+    let req = CreateInstance {
+        name: Some("web".into()),
+        command: vec!["python3".into(), "app.py".into()],
+        expose: vec![
+            PortSpec {
+                guest_port: 80,
+                host_port: Some(8080),
+                protocol: PortProtocol::Http,
+            },
+            PortSpec {
+                guest_port: 5432,
+                host_port: None,
+                protocol: PortProtocol::Tcp,
+            },
+        ],
+        idle_policy: IdlePolicy::Idle,
+        pause_after_secs: Some(30),
+        loading_page: Some(false),
+        ..Default::default()
+    };
+    let created = Client::new(server.socket.clone())
+        .create_instance(&req)
+        .await
+        .unwrap();
+    assert_eq!(created.id, "inst-1");
+    assert_eq!(created.endpoints[0].url, "http://127.0.0.1:41234");
+    let rec = &server.requests()[0];
+    assert_eq!(
+        (rec.method.as_str(), rec.uri.as_str()),
+        ("POST", "/v1/instances")
+    );
+    let sent: CreateInstance = serde_json::from_slice(&rec.body).unwrap();
+    assert_eq!(sent, req);
+}
+
+#[tokio::test]
+async fn every_instance_route_uses_its_method_and_path() {
+    let server = TestServer::start(|rec: &Recorded, _| {
+        let state = match rec.uri.rsplit('/').next() {
+            Some("pause") => InstanceState::Paused,
+            Some("resume") => InstanceState::Running,
+            Some("stop") => InstanceState::Terminated,
+            _ => InstanceState::Running,
+        };
+        match rec.method.as_str() {
+            "DELETE" => Reply::Body(204, Vec::new()),
+            _ if rec.uri == "/v1/instances" => json(200, &vec![instance("i", state)]),
+            _ => json(200, &instance("i", state)),
+        }
+    });
+    let c = Client::new(server.socket.clone());
+    assert_eq!(c.list_instances().await.unwrap().len(), 1);
+    // A name is as good as an id, and is percent-encoded like one.
+    assert_eq!(c.get_instance("my web").await.unwrap().id, "i");
+    assert_eq!(
+        c.pause_instance("i").await.unwrap().state,
+        InstanceState::Paused
+    );
+    assert_eq!(
+        c.resume_instance("i").await.unwrap().state,
+        InstanceState::Running
+    );
+    assert_eq!(
+        c.stop_instance("i").await.unwrap().state,
+        InstanceState::Terminated
+    );
+    c.delete_instance("i").await.unwrap();
+    let seen: Vec<(String, String)> = server
+        .requests()
+        .into_iter()
+        .map(|r| (r.method, r.uri))
+        .collect();
+    let want = [
+        ("GET", "/v1/instances"),
+        ("GET", "/v1/instances/my%20web"),
+        ("POST", "/v1/instances/i/pause"),
+        ("POST", "/v1/instances/i/resume"),
+        ("POST", "/v1/instances/i/stop"),
+        ("DELETE", "/v1/instances/i"),
+    ];
+    assert_eq!(
+        seen,
+        want.map(|(m, u)| (m.to_string(), u.to_string())).to_vec()
+    );
+}
+
+#[tokio::test]
+async fn a_missing_instance_is_not_found() {
+    let server = TestServer::start(|_, _| not_found("instance 'nope'"));
+    let c = Client::new(server.socket.clone());
+    let err = c.get_instance("nope").await.unwrap_err();
+    assert!(err.is_not_found(), "{err}");
+    assert_eq!(err.to_string(), "instance 'nope' does not exist");
+    assert!(c
+        .instance_logs("nope", false, 0, 0)
+        .await
+        .unwrap_err()
+        .is_not_found());
+}
+
+#[tokio::test]
+async fn instance_logs_ask_from_the_offsets() {
+    let server = TestServer::start(|_, _| Reply::Chunks {
+        chunks: vec![line(&OutputEvent::output(StreamName::Stdout, 5, b"later"))],
+        abort: false,
+    });
+    let feed = Client::new(server.socket.clone())
+        .instance_logs("inst-1", false, 5, 7)
+        .await
+        .unwrap();
+    let events: Vec<OutputEvent> = feed.into_stream().map(|e| e.unwrap()).collect().await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].bytes().unwrap(), b"later");
+    assert_eq!(
+        server.requests()[0].uri,
+        "/v1/instances/inst-1/logs?follow=false&stdout_offset=5&stderr_offset=7"
+    );
+}
+
+async fn collect_instance(follower: &mut crate::OutputFollower) -> (Vec<u8>, Vec<u8>, bool) {
+    let (mut out, mut err, mut gone) = (Vec::new(), Vec::new(), false);
+    while let Some(item) = follower.next().await.unwrap() {
+        match item {
+            FollowItem::Output {
+                stream: StreamName::Stdout,
+                data,
+            } => out.extend(data),
+            FollowItem::Output { data, .. } => err.extend(data),
+            FollowItem::Gone => gone = true,
+            FollowItem::End(_) => panic!("an instance feed has no end event"),
+        }
+    }
+    (out, err, gone)
+}
+
+#[tokio::test]
+async fn the_instance_follower_resumes_until_the_instance_is_gone() {
+    let server = TestServer::start(|rec: &Recorded, index| {
+        assert!(
+            rec.uri.starts_with("/v1/instances/web/logs?follow=true"),
+            "{}",
+            rec.uri
+        );
+        match index {
+            // A feed that breaks off.
+            0 => Reply::Chunks {
+                chunks: vec![
+                    line(&OutputEvent::output(StreamName::Stdout, 0, b"Serving ")),
+                    line(&OutputEvent::output(StreamName::Stderr, 0, b"GET /")),
+                ],
+                abort: true,
+            },
+            // Resumed from the cursors, with an overlap; then it ends without an end event
+            // (the daemon's daily restart, say): reopened again.
+            1 => {
+                assert!(
+                    rec.uri.ends_with("stdout_offset=8&stderr_offset=5"),
+                    "{}",
+                    rec.uri
+                );
+                Reply::Chunks {
+                    chunks: vec![line(&OutputEvent::output(
+                        StreamName::Stdout,
+                        4,
+                        b"ing HTTP\n",
+                    ))],
+                    abort: false,
+                }
+            }
+            2 => {
+                assert!(
+                    rec.uri.ends_with("stdout_offset=13&stderr_offset=5"),
+                    "{}",
+                    rec.uri
+                );
+                Reply::Chunks {
+                    chunks: vec![line(&OutputEvent::output(StreamName::Stderr, 5, b" 200\n"))],
+                    abort: false,
+                }
+            }
+            // Then the instance was deleted.
+            _ => not_found("instance 'web'"),
+        }
+    });
+    let mut follower = Client::new(server.socket.clone()).follow_instance_logs("web", 0, 0);
+    let (out, err, gone) = collect_instance(&mut follower).await;
+    assert_eq!(out, b"Serving HTTP\n");
+    assert_eq!(err, b"GET / 200\n");
+    assert!(gone);
+    assert_eq!(follower.offsets(), (13, 10));
+    assert_eq!(follower.reconnects(), 3);
+    assert!(follower.next().await.unwrap().is_none());
+    assert_eq!(server.requests().len(), 4);
+}
+
+#[tokio::test]
+async fn following_an_instance_that_never_existed_is_an_error() {
+    let server = TestServer::start(|_, _| not_found("instance 'nope'"));
+    let mut follower = Client::new(server.socket.clone()).follow_instance_logs("nope", 0, 0);
     assert!(follower.next().await.unwrap_err().is_not_found());
     assert_eq!(server.requests().len(), 1);
 }

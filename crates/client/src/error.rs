@@ -80,7 +80,7 @@ impl Error {
         }
     }
 
-    /// Whether the daemon answered 404 (the task or route does not exist).
+    /// Whether the daemon answered 404 (the task, instance or route does not exist).
     pub fn is_not_found(&self) -> bool {
         self.api_code() == Some(ErrorCode::NotFound)
     }

@@ -1,4 +1,5 @@
-//! Following a task's output to its end across lost connections.
+//! Following an output feed across lost connections: a task's to its end, an instance's for
+//! as long as the instance exists.
 
 use std::time::{Duration, Instant};
 
@@ -24,33 +25,79 @@ pub enum FollowItem {
     },
     /// The task ended and all its output was delivered.
     End(Box<Task>),
+    /// The followed instance no longer exists (it was deleted): its feed ended and the
+    /// daemon now answers 404 for it. Only for followers of an instance's logs.
+    Gone,
 }
 
-/// Follows `GET /v1/tasks/{id}/output?follow=true` until the task's end event, tracking one
-/// byte cursor per stream. When the connection drops (or the feed ends without its end
-/// event) it reconnects from the cursors; bytes the daemon sends again are dropped. It gives
-/// up when the daemon stays unreachable for the reconnect window.
+/// Whose feed is followed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// `GET /v1/tasks/{id}/output`: ends with an end event.
+    Task,
+    /// `GET /v1/instances/{id}/logs`: goes on while the instance exists.
+    Instance,
+}
+
+impl Source {
+    fn noun(self) -> &'static str {
+        match self {
+            Source::Task => "task",
+            Source::Instance => "instance",
+        }
+    }
+}
+
+/// Follows a feed with `follow=true`, tracking one byte cursor per stream. When the
+/// connection drops (or the feed ends without its end event) it reconnects from the cursors;
+/// bytes the daemon sends again are dropped. It gives up when the daemon stays unreachable
+/// for the reconnect window.
+///
+/// A task's feed ([`Client::follow_output`]) is followed until the task's end event
+/// ([`FollowItem::End`]). An instance's ([`Client::follow_instance_logs`]) has no end: it is
+/// followed until the instance is deleted, which shows as a 404 when the feed is reopened
+/// ([`FollowItem::Gone`]); a 404 on the very first request is an error (no such instance).
 #[derive(Debug)]
 pub struct OutputFollower {
     client: Client,
-    task_id: String,
+    source: Source,
+    id: String,
     stdout_offset: u64,
     stderr_offset: u64,
     feed: Option<OutputStream>,
+    /// The feed was opened successfully at least once.
+    opened: bool,
     reconnect_window: Duration,
     reconnects: u32,
     done: bool,
 }
 
 impl OutputFollower {
-    /// Follow task `task_id` from the given byte offsets.
+    /// Follow the output of task `task_id` from the given byte offsets.
     pub fn new(client: Client, task_id: &str, stdout_offset: u64, stderr_offset: u64) -> Self {
+        Self::with_source(client, Source::Task, task_id, stdout_offset, stderr_offset)
+    }
+
+    /// Follow the logs of instance `id` (id or name) from the given byte offsets.
+    pub fn for_instance(client: Client, id: &str, stdout_offset: u64, stderr_offset: u64) -> Self {
+        Self::with_source(client, Source::Instance, id, stdout_offset, stderr_offset)
+    }
+
+    fn with_source(
+        client: Client,
+        source: Source,
+        id: &str,
+        stdout_offset: u64,
+        stderr_offset: u64,
+    ) -> Self {
         OutputFollower {
             client,
-            task_id: task_id.to_string(),
+            source,
+            id: id.to_string(),
             stdout_offset,
             stderr_offset,
             feed: None,
+            opened: false,
             reconnect_window: DEFAULT_RECONNECT_WINDOW,
             reconnects: 0,
             done: false,
@@ -73,7 +120,16 @@ impl OutputFollower {
         self.reconnects
     }
 
-    /// The next new bytes, or the end of the task; `None` after the end.
+    async fn open(&self) -> Result<OutputStream> {
+        let (id, so, se) = (&self.id, self.stdout_offset, self.stderr_offset);
+        match self.source {
+            Source::Task => self.client.task_output(id, true, so, se).await,
+            Source::Instance => self.client.instance_logs(id, true, so, se).await,
+        }
+    }
+
+    /// The next new bytes, or the end of the task (the disappearance of the instance);
+    /// `None` after that.
     pub async fn next(&mut self) -> Result<Option<FollowItem>> {
         if self.done {
             return Ok(None);
@@ -84,34 +140,39 @@ impl OutputFollower {
         loop {
             let feed = match self.feed.as_mut() {
                 Some(feed) => feed,
-                None => {
-                    let opened = self
-                        .client
-                        .task_output(&self.task_id, true, self.stdout_offset, self.stderr_offset)
-                        .await;
-                    match opened {
-                        Ok(feed) => {
-                            outage_since = None;
-                            self.feed.insert(feed)
-                        }
-                        Err(e) if e.is_transient() => {
-                            let since = *outage_since.get_or_insert_with(Instant::now);
-                            if since.elapsed() >= self.reconnect_window {
-                                return Err(e);
-                            }
-                            tokio::time::sleep(backoff).await;
-                            backoff = (backoff * 2).min(MAX_BACKOFF);
-                            continue;
-                        }
-                        Err(e) => return Err(e),
+                None => match self.open().await {
+                    Ok(feed) => {
+                        outage_since = None;
+                        self.opened = true;
+                        self.feed.insert(feed)
                     }
-                }
+                    Err(e) if e.is_transient() => {
+                        let since = *outage_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() >= self.reconnect_window {
+                            return Err(e);
+                        }
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                        continue;
+                    }
+                    Err(e)
+                        if self.source == Source::Instance && self.opened && e.is_not_found() =>
+                    {
+                        self.done = true;
+                        return Ok(Some(FollowItem::Gone));
+                    }
+                    Err(e) => return Err(e),
+                },
             };
             match feed.next_event().await {
                 Ok(Some(OutputEvent::End { task })) => {
                     self.done = true;
                     self.feed = None;
-                    return Ok(Some(FollowItem::End(task)));
+                    return Ok(Some(match self.source {
+                        Source::Task => FollowItem::End(task),
+                        // Instances have no end event; one would mean the feed is complete.
+                        Source::Instance => FollowItem::Gone,
+                    }));
                 }
                 Ok(Some(event @ OutputEvent::Output { .. })) => {
                     backoff = FIRST_BACKOFF;
@@ -119,7 +180,8 @@ impl OutputFollower {
                         return Ok(Some(item));
                     }
                 }
-                // The feed ended early or broke: reopen it from our cursors.
+                // The feed ended early or broke: reopen it from our cursors. For an instance
+                // the reopened request answers 404 once it has been deleted.
                 Ok(None) => self.lost(&mut backoff).await,
                 Err(e) if e.is_transient() => self.lost(&mut backoff).await,
                 Err(e) => return Err(e),
@@ -141,8 +203,9 @@ impl OutputFollower {
         };
         let data = event.bytes().ok_or_else(|| {
             Error::Protocol(format!(
-                "output event of task {} at offset {offset} is not valid base64",
-                self.task_id
+                "output event of {} {} at offset {offset} is not valid base64",
+                self.source.noun(),
+                self.id
             ))
         })?;
         let cursor = match stream {

@@ -12,8 +12,8 @@
 //! One HTTP/1.1 connection per request: the daemon is local, a connect costs microseconds,
 //! and nothing has to be pooled or kept alive. The output feed is NDJSON parsed
 //! incrementally with no line-length limit ([`OutputStream`]); [`OutputFollower`] follows it
-//! to the end of a task and resumes it after a lost connection, by byte offsets, without
-//! duplicating or losing a byte.
+//! to the end of a task (or, for a serve-mode instance, for as long as the instance exists) and
+//! resumes it after a lost connection, by byte offsets, without duplicating or losing a byte.
 #![forbid(unsafe_code)]
 
 mod error;
@@ -29,7 +29,7 @@ mod test_server;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use aegis_api::{CreateTask, Status, Task};
+use aegis_api::{CreateInstance, CreateTask, Instance, Status, Task};
 use hyper::Method;
 
 pub use error::{Error, Result};
@@ -145,9 +145,11 @@ impl Client {
         stdout_offset: u64,
         stderr_offset: u64,
     ) -> Result<OutputStream> {
-        let path = format!(
-            "{}?follow={follow}&stdout_offset={stdout_offset}&stderr_offset={stderr_offset}",
-            task_path(id, "/output")
+        let path = feed_path(
+            &task_path(id, "/output"),
+            follow,
+            stdout_offset,
+            stderr_offset,
         );
         let (body, conn) = self.open_stream(Method::GET, &path).await?;
         Ok(OutputStream::new(body, conn, self.socket.clone()))
@@ -163,11 +165,101 @@ impl Client {
     ) -> OutputFollower {
         OutputFollower::new(self.clone(), id, stdout_offset, stderr_offset)
     }
+
+    /// `POST /v1/instances`: declare a ServeTarget. Its ports are listened on at once; the VM
+    /// boots when the first connection arrives.
+    pub async fn create_instance(&self, request: &CreateInstance) -> Result<Instance> {
+        let body = serde_json::to_vec(request)
+            .map_err(|e| Error::Protocol(format!("cannot encode the instance request: {e}")))?;
+        self.call_json(Method::POST, "/v1/instances", Some(body))
+            .await
+    }
+
+    /// `GET /v1/instances`.
+    pub async fn list_instances(&self) -> Result<Vec<Instance>> {
+        self.call_json(Method::GET, "/v1/instances", None).await
+    }
+
+    /// `GET /v1/instances/{id}`; `id` may also be the instance's name.
+    pub async fn get_instance(&self, id: &str) -> Result<Instance> {
+        self.call_json(Method::GET, &instance_path(id, ""), None)
+            .await
+    }
+
+    /// `POST /v1/instances/{id}/pause`: stop the VM's vCPUs, keeping its RAM; the next
+    /// connection resumes it.
+    pub async fn pause_instance(&self, id: &str) -> Result<Instance> {
+        self.call_json(Method::POST, &instance_path(id, "/pause"), None)
+            .await
+    }
+
+    /// `POST /v1/instances/{id}/resume`: wake the instance now rather than on the next
+    /// connection.
+    pub async fn resume_instance(&self, id: &str) -> Result<Instance> {
+        self.call_json(Method::POST, &instance_path(id, "/resume"), None)
+            .await
+    }
+
+    /// `POST /v1/instances/{id}/stop`: terminate the VM but keep the instance; the next
+    /// connection wakes it again.
+    pub async fn stop_instance(&self, id: &str) -> Result<Instance> {
+        self.call_json(Method::POST, &instance_path(id, "/stop"), None)
+            .await
+    }
+
+    /// `DELETE /v1/instances/{id}`: remove the instance, its VM, listeners and snapshots.
+    pub async fn delete_instance(&self, id: &str) -> Result<()> {
+        self.call_empty(Method::DELETE, &instance_path(id, ""), None)
+            .await
+    }
+
+    /// `GET /v1/instances/{id}/logs`: the output of the instance's served process (durable
+    /// across wakes) from the given byte offsets. Without `follow` it holds what was written
+    /// so far; with `follow` it goes on for as long as the instance exists and simply ends
+    /// when it is deleted (no [`aegis_api::OutputEvent::End`]). See
+    /// [`Client::follow_instance_logs`] for a feed that survives lost connections.
+    pub async fn instance_logs(
+        &self,
+        id: &str,
+        follow: bool,
+        stdout_offset: u64,
+        stderr_offset: u64,
+    ) -> Result<OutputStream> {
+        let path = feed_path(
+            &instance_path(id, "/logs"),
+            follow,
+            stdout_offset,
+            stderr_offset,
+        );
+        let (body, conn) = self.open_stream(Method::GET, &path).await?;
+        Ok(OutputStream::new(body, conn, self.socket.clone()))
+    }
+
+    /// Follow the logs of instance `id` from the given offsets until the instance is deleted
+    /// ([`FollowItem::Gone`]), resuming after lost connections.
+    pub fn follow_instance_logs(
+        &self,
+        id: &str,
+        stdout_offset: u64,
+        stderr_offset: u64,
+    ) -> OutputFollower {
+        OutputFollower::for_instance(self.clone(), id, stdout_offset, stderr_offset)
+    }
 }
 
 /// `/v1/tasks/{id}{suffix}` with `id` percent-encoded, so that no id can reach another route.
 fn task_path(id: &str, suffix: &str) -> String {
     format!("/v1/tasks/{}{suffix}", encode_segment(id))
+}
+
+/// `/v1/instances/{id}{suffix}`, likewise.
+fn instance_path(id: &str, suffix: &str) -> String {
+    format!("/v1/instances/{}{suffix}", encode_segment(id))
+}
+
+/// The query of an output feed.
+fn feed_path(path: &str, follow: bool, stdout_offset: u64, stderr_offset: u64) -> String {
+    format!("{path}?follow={follow}&stdout_offset={stdout_offset}&stderr_offset={stderr_offset}")
 }
 
 fn encode_segment(s: &str) -> String {
@@ -191,6 +283,10 @@ mod tests {
         assert_eq!(task_path("task-1", "/cancel"), "/v1/tasks/task-1/cancel");
         assert_eq!(task_path("../status", ""), "/v1/tasks/..%2Fstatus");
         assert_eq!(task_path("a b?c", ""), "/v1/tasks/a%20b%3Fc");
+        assert_eq!(
+            instance_path("../tasks/x", "/stop"),
+            "/v1/instances/..%2Ftasks%2Fx/stop"
+        );
     }
 
     #[test]

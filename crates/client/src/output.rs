@@ -1,4 +1,4 @@
-//! The NDJSON output feed of a task, parsed incrementally.
+//! The NDJSON output feed of a task or an instance, parsed incrementally.
 
 use std::path::PathBuf;
 
@@ -11,7 +11,8 @@ use hyper::body::Incoming;
 use crate::transport::{snippet, ConnGuard};
 use crate::{Error, Result};
 
-/// One response of `GET /v1/tasks/{id}/output`: a sequence of [`OutputEvent`]s.
+/// One response of `GET /v1/tasks/{id}/output` or `GET /v1/instances/{id}/logs`: a sequence
+/// of [`OutputEvent`]s.
 ///
 /// Lines may be of any length (a task may print megabytes without a newline) and may arrive
 /// split anywhere; each is parsed once it is complete.

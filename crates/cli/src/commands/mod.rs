@@ -2,6 +2,8 @@
 
 pub mod doctor;
 pub mod down;
+pub mod instance;
+pub mod lifecycle;
 pub mod run;
 pub mod setup;
 pub mod status;

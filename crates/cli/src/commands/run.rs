@@ -1,8 +1,13 @@
-//! `aegis run`: run a command in a fresh microVM and stream its output.
+//! `aegis run`: run a command in a fresh microVM and stream its output; with `--expose`,
+//! serve it instead (serve mode, in [`serve`]).
+
+mod serve;
+
+pub use serve::stream_logs;
 
 use std::collections::BTreeMap;
 
-use aegis_api::{CreateTask, Task, TaskState};
+use aegis_api::{CreateInstance, CreateTask, IdlePolicy, PortSpec, Task, TaskState};
 use aegis_client::{Client, FollowItem};
 use anyhow::Context as _;
 use tokio::signal::unix::{signal, SignalKind};
@@ -18,20 +23,34 @@ The command runs in a new microVM that is thrown away when it ends. Its stdout a
 arrive on aegis's stdout and stderr, byte for byte, as they are written. Options go before the
 command; everything from the command on (or after `--`) is passed to it untouched.
 
+Serve mode: with --expose, the command is a server and `run` creates an instance instead of a
+task. Each exposed port is listened on at once (on 127.0.0.1); nothing runs until a
+connection arrives, which wakes the VM; the router proxies it, and the VM pauses when idle,
+then terminates, and wakes again on the next connection. SPEC is GUEST, GUEST:PROTO,
+HOST:GUEST or HOST:GUEST:PROTO; PROTO is http (default), tcp, grpc or websocket; without HOST
+(or with 0) aegisd picks a free host port. `run` prints where each port is served and follows
+the server's output; Ctrl-C removes the instance.
+
 Examples:
   aegis run -- echo \"hello from aegis\"
   aegis run --image busybox -- sh -c 'uname -a; cat /proc/cpuinfo | head'
   aegis run -e API_KEY -e MODE=fast --memory 1G --cpus 2 -- python3 job.py
   aegis run --timeout 5m --artifact /out -- sh -c 'mkdir /out && date > /out/when'
   id=$(aegis run --detach -- sleep 60); aegis task logs --follow \"$id\"
+  aegis run --expose 8000:http -- python3 -m http.server 8000
+  aegis run --expose 8080:80:http --expose 5432:tcp --pause-after 30s -- python3 app.py
+  id=$(aegis run -d --name api --expose 50051:grpc -- python3 server.py)
 
 Exit status:
   the command's own exit code, or
   124  the task hit --timeout
   125  aegis failed: daemon not running, invalid option, VM failure
   126  the command is not executable;  127  the command was not found
-  130  interrupted with Ctrl-C (the task is cancelled);  143  SIGTERM (likewise)
-  137  the task was cancelled by someone else (`aegis task cancel`)";
+  130  interrupted with Ctrl-C (the task is cancelled, the instance removed);  143  SIGTERM
+  137  the task was cancelled by someone else (`aegis task cancel`)
+  0    serve mode: the instance was removed by someone else (`aegis instance rm`)";
+
+const SERVE: &str = "Serve mode (with --expose)";
 
 /// Run a command in a fresh microVM and stream its output.
 #[derive(Debug, clap::Args)]
@@ -55,21 +74,56 @@ pub struct Args {
     pub memory: Option<u32>,
 
     /// Kill the task after this long (30s, 5m, 1h30m, or seconds); exit code 124.
-    #[arg(long, value_name = "DURATION", value_parser = parse::duration_secs, allow_hyphen_values = true)]
+    #[arg(long, value_name = "DURATION", value_parser = parse::duration_secs, allow_hyphen_values = true, conflicts_with = "expose")]
     pub timeout: Option<u64>,
 
     /// Guest path (file or directory) to copy back to the host when the task ends.
     /// Repeatable.
-    #[arg(long = "artifact", value_name = "GUEST_PATH", value_parser = parse::guest_path)]
+    #[arg(long = "artifact", value_name = "GUEST_PATH", value_parser = parse::guest_path, conflicts_with = "expose")]
     pub artifacts: Vec<String>,
 
     /// Working directory of the command in the guest.
     #[arg(short = 'w', long, value_name = "DIR", value_parser = parse::guest_path)]
     pub workdir: Option<String>,
 
-    /// Print the task id and return at once; follow it with `aegis task logs --follow`.
+    /// Print the task (or instance) id and return at once; follow it with
+    /// `aegis task logs --follow` (`aegis instance logs --follow`).
     #[arg(short = 'd', long)]
     pub detach: bool,
+
+    /// Serve a guest port: GUEST, GUEST:PROTO, HOST:GUEST or HOST:GUEST:PROTO, e.g. 8000,
+    /// 5432:tcp, 8080:80:http; PROTO is http (default), tcp, grpc or websocket. Repeatable.
+    #[arg(long = "expose", value_name = "SPEC", value_parser = parse::port_spec, help_heading = SERVE)]
+    pub expose: Vec<PortSpec>,
+
+    /// Name of the instance (lowercase letters, digits, '-'), usable instead of its id; HTTP
+    /// ports are also reachable with `Host: NAME` on the router's shared port [default: the
+    /// id].
+    #[arg(long, value_name = "NAME", value_parser = parse::instance_name, help_heading = SERVE)]
+    pub name: Option<String>,
+
+    /// What keeps the VM awake: `on` (any open connection) or `idle` (only traffic: quiet
+    /// connections do not, and their next byte wakes the VM) [default: on].
+    #[arg(long, value_name = "POLICY", value_parser = parse::idle_policy, help_heading = SERVE)]
+    pub idle_policy: Option<IdlePolicy>,
+
+    /// Pause the VM (RAM kept) after this long without activity [default: 1m].
+    #[arg(long, value_name = "DURATION", value_parser = parse::timer_secs, allow_hyphen_values = true, help_heading = SERVE)]
+    pub pause_after: Option<u64>,
+
+    /// Terminate the paused VM (RAM released) after this long [default: 20m].
+    #[arg(long, value_name = "DURATION", value_parser = parse::timer_secs, allow_hyphen_values = true, help_heading = SERVE)]
+    pub terminate_after: Option<u64>,
+
+    /// How long a connection is held while the VM wakes before it is refused (HTTP: 503)
+    /// [default: 1m].
+    #[arg(long, value_name = "DURATION", value_parser = parse::timer_secs, allow_hyphen_values = true, help_heading = SERVE)]
+    pub wake_timeout: Option<u64>,
+
+    /// Hold browsers like other HTTP clients during a wake instead of showing them a
+    /// loading page.
+    #[arg(long, help_heading = SERVE)]
+    pub no_loading_page: bool,
 
     /// The command and its arguments.
     #[arg(required = true, trailing_var_arg = true, value_name = "COMMAND")]
@@ -89,9 +143,61 @@ impl Args {
             artifacts: self.artifacts.clone(),
         }
     }
+
+    /// Whether this runs a server (serve mode) rather than a task.
+    pub fn serves(&self) -> bool {
+        !self.expose.is_empty()
+    }
+
+    /// Checks across options that value parsers cannot make, before the daemon is asked;
+    /// the error is a message in the form of clap's.
+    pub fn check(&self) -> Result<(), String> {
+        if !self.serves() {
+            let serve_only = [
+                ("--name <NAME>", self.name.is_some()),
+                ("--idle-policy <POLICY>", self.idle_policy.is_some()),
+                ("--pause-after <DURATION>", self.pause_after.is_some()),
+                (
+                    "--terminate-after <DURATION>",
+                    self.terminate_after.is_some(),
+                ),
+                ("--wake-timeout <DURATION>", self.wake_timeout.is_some()),
+                ("--no-loading-page", self.no_loading_page),
+            ];
+            if let Some((arg, _)) = serve_only.iter().find(|(_, given)| *given) {
+                return Err(format!(
+                    "the argument '{arg}' is for serve mode only: add --expose <SPEC> to serve \
+                     a port, or leave it out"
+                ));
+            }
+        }
+        parse::exposed_ports(&self.expose)
+    }
+
+    /// The ServeTarget of serve mode.
+    fn instance_request(&self) -> CreateInstance {
+        CreateInstance {
+            name: self.name.clone(),
+            command: self.command.clone(),
+            image: self.image.clone(),
+            env: self.env.iter().cloned().collect::<BTreeMap<_, _>>(),
+            workdir: self.workdir.clone(),
+            vcpus: self.cpus,
+            memory_mib: self.memory,
+            expose: self.expose.clone(),
+            idle_policy: self.idle_policy.unwrap_or_default(),
+            pause_after_secs: self.pause_after,
+            terminate_after_secs: self.terminate_after,
+            wake_timeout_secs: self.wake_timeout,
+            loading_page: self.no_loading_page.then_some(false),
+        }
+    }
 }
 
 pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<i32> {
+    if args.serves() {
+        return serve::run(ctx, &args).await;
+    }
     let client = ctx.client();
     let request = args.request();
     if args.detach {
@@ -139,7 +245,9 @@ pub async fn stream_output(client: &Client, id: &str) -> anyhow::Result<Task> {
                 .write(stream, &data)
                 .context("cannot write the task's output")?,
             Some(FollowItem::End(task)) => return Ok(*task),
-            None => anyhow::bail!("the output feed of task {id} ended without the task's end"),
+            Some(FollowItem::Gone) | None => {
+                anyhow::bail!("the output feed of task {id} ended without the task's end")
+            }
         }
     }
 }
@@ -260,6 +368,13 @@ mod tests {
             artifacts: vec!["/out".into()],
             workdir: Some("/tmp".into()),
             detach: false,
+            expose: Vec::new(),
+            name: None,
+            idle_policy: None,
+            pause_after: None,
+            terminate_after: None,
+            wake_timeout: None,
+            no_loading_page: false,
             command: vec!["true".into()],
         };
         let r = args.request();
@@ -271,5 +386,80 @@ mod tests {
         );
         assert_eq!(r.artifacts, ["/out"]);
         assert_eq!(r.workdir.as_deref(), Some("/tmp"));
+    }
+
+    #[test]
+    fn the_serve_target_carries_every_option() {
+        let args = Args {
+            image: Some("debian".into()),
+            env: vec![("A".into(), "1".into())],
+            cpus: Some(2),
+            memory: Some(1024),
+            timeout: None,
+            artifacts: Vec::new(),
+            workdir: Some("/srv".into()),
+            detach: true,
+            expose: vec![
+                parse::port_spec("8080:80:http").unwrap(),
+                parse::port_spec("5432:tcp").unwrap(),
+            ],
+            name: Some("web".into()),
+            idle_policy: Some(IdlePolicy::Idle),
+            pause_after: Some(5),
+            terminate_after: Some(600),
+            wake_timeout: Some(30),
+            no_loading_page: true,
+            command: vec!["python3".into(), "app.py".into()],
+        };
+        assert!(args.serves());
+        let r = args.instance_request();
+        assert_eq!(r.name.as_deref(), Some("web"));
+        assert_eq!(r.command, ["python3", "app.py"]);
+        assert_eq!(r.expose, args.expose);
+        assert_eq!(r.idle_policy, IdlePolicy::Idle);
+        assert_eq!(
+            (
+                r.pause_after_secs,
+                r.terminate_after_secs,
+                r.wake_timeout_secs
+            ),
+            (Some(5), Some(600), Some(30))
+        );
+        assert_eq!(r.loading_page, Some(false));
+        assert_eq!(
+            (r.vcpus, r.memory_mib, r.workdir.as_deref()),
+            (Some(2), Some(1024), Some("/srv"))
+        );
+        assert_eq!(r.env.get("A").map(String::as_str), Some("1"));
+
+        // Left out, the daemon's defaults apply.
+        let bare = Args {
+            name: None,
+            idle_policy: None,
+            pause_after: None,
+            terminate_after: None,
+            wake_timeout: None,
+            no_loading_page: false,
+            ..args
+        }
+        .instance_request();
+        assert_eq!(
+            (
+                bare.name,
+                bare.pause_after_secs,
+                bare.loading_page,
+                bare.idle_policy
+            ),
+            (None, None, None, IdlePolicy::On)
+        );
+    }
+
+    #[test]
+    fn the_defaults_in_the_help_are_the_daemons() {
+        // `--help` and docs/CLI.md state these; update them with the constants.
+        use aegis_api::instance::*;
+        assert_eq!(DEFAULT_PAUSE_AFTER_SECS, 60);
+        assert_eq!(DEFAULT_TERMINATE_AFTER_SECS, 1200);
+        assert_eq!(DEFAULT_WAKE_TIMEOUT_SECS, 60);
     }
 }

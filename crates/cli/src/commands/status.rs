@@ -9,7 +9,8 @@ use crate::exit;
 /// Show whether aegisd is running, its backend and capabilities.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
-Exits 0 when the daemon answers, 1 when it is not running. With --json, prints the daemon's
+Shows the shared router address, where the HTTP ports of instances are reached by name
+(`curl -H 'Host: web' http://127.0.0.1:PORT/`). Exits 0 when the daemon answers, 1 when it is not running. With --json, prints the daemon's
 `GET /v1/status` object, or {\"status\": \"not_running\", \"socket\": ...}.
 
 Examples:
@@ -55,7 +56,8 @@ fn describe(s: &Status) -> String {
          home: {}\n\
          backend: {} (accelerator {})\n\
          capabilities: pause {}, memory snapshot {}, vsock {}, virtio-fs {}\n\
-         tasks running: {}\n",
+         tasks running: {}\n\
+         instances: {}\n",
         s.status,
         s.pid,
         s.version,
@@ -66,6 +68,19 @@ fn describe(s: &Status) -> String {
         yes(c.memory_snapshot),
         yes(c.vsock),
         yes(c.virtio_fs),
-        s.tasks_running
-    )
+        s.tasks_running,
+        s.instances
+    ) + &router_line(s)
+}
+
+/// Where HTTP instances are reached by name, when the daemon says.
+fn router_line(s: &Status) -> String {
+    if s.router_addr.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "router: http://{} (HTTP instances by `Host: <name>`)\n",
+            s.router_addr
+        )
+    }
 }

@@ -10,7 +10,10 @@ use std::process::Output;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aegis_api::{OutputEvent, StreamName, Task, TaskState};
+use aegis_api::{
+    CreateInstance, Endpoint, Instance, InstanceState, OutputEvent, PortProtocol, PortSpec,
+    StreamName, Task, TaskState, WakeStats,
+};
 use bytes::Bytes;
 use futures::StreamExt;
 use http_body_util::combinators::UnsyncBoxBody;
@@ -175,6 +178,60 @@ pub fn task(state: TaskState) -> Task {
         artifacts_dir: None,
         guest_kernel: None,
     }
+}
+
+/// Instance `inst-1` named `web`, serving guest port 8000 (http) on host port 41234 and
+/// guest port 5432 (tcp) on 41235.
+pub fn instance(state: InstanceState) -> Instance {
+    Instance {
+        id: "inst-1".into(),
+        name: "web".into(),
+        state,
+        target: CreateInstance {
+            command: vec!["cmd".into()],
+            expose: vec![
+                PortSpec {
+                    guest_port: 8000,
+                    host_port: None,
+                    protocol: PortProtocol::Http,
+                },
+                PortSpec {
+                    guest_port: 5432,
+                    host_port: None,
+                    protocol: PortProtocol::Tcp,
+                },
+            ],
+            ..Default::default()
+        },
+        endpoints: vec![
+            Endpoint {
+                guest_port: 8000,
+                host_port: 41234,
+                protocol: PortProtocol::Http,
+                url: "http://127.0.0.1:41234".into(),
+            },
+            Endpoint {
+                guest_port: 5432,
+                host_port: 41235,
+                protocol: PortProtocol::Tcp,
+                url: "tcp://127.0.0.1:41235".into(),
+            },
+        ],
+        created_at: "2025-01-01T00:00:00Z".into(),
+        last_active_at: "2025-01-01T00:00:00Z".into(),
+        active_connections: 0,
+        snapshot_cached: false,
+        stats: WakeStats::default(),
+        last_error: None,
+        guest_kernel: None,
+    }
+}
+
+pub fn not_found(message: &str) -> Reply {
+    json(
+        404,
+        &aegis_api::ApiError::new(aegis_api::ErrorCode::NotFound, message),
+    )
 }
 
 pub fn json(status: u16, value: &impl serde::Serialize) -> Reply {

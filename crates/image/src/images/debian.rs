@@ -1,5 +1,6 @@
-//! The Debian image: `debootstrap --variant=minbase` of bookworm with python3 and CA
-//! certificates, apt caches removed.
+//! The Debian image: `debootstrap --variant=minbase` of bookworm with the full python3 standard
+//! library (servers like `python3 -m http.server` need more than python3-minimal), gRPC and
+//! WebSocket libraries for serve-mode apps, and CA certificates; apt caches removed.
 
 use std::env;
 use std::fs;
@@ -13,10 +14,10 @@ use crate::progress::{Progress, Steps};
 use super::is_root;
 
 /// Bump when the steps below change.
-const RECIPE_VERSION: &str = "aegis-debian-recipe-1";
+const RECIPE_VERSION: &str = "aegis-debian-recipe-2";
 const SUITE: &str = "bookworm";
 const VARIANT: &str = "minbase";
-const INCLUDE: &str = "python3-minimal,ca-certificates";
+const INCLUDE: &str = "python3,python3-grpcio,python3-websockets,ca-certificates";
 
 /// Env var overriding the Debian mirror debootstrap downloads from.
 pub const DEBIAN_MIRROR_ENV: &str = "AEGIS_DEBIAN_MIRROR";
