@@ -283,7 +283,15 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     shared: Arc<Shared>,
 ) {
     let mut w = BufWriter::with_capacity(128 * 1024, write);
-    while let Some(first) = rx.recv().await {
+    loop {
+        let first = tokio::select! {
+            biased;
+            f = rx.recv() => f,
+            // A closed session ends the writer even though `Shared` holds a sender: the
+            // connection is dropped (both halves), so the peer sees end of stream.
+            _ = wait_closed(&shared) => None,
+        };
+        let Some(first) = first else { break };
         let mut batch = Some(first);
         // Coalesce whatever is queued into one flush.
         while let Some(bytes) = batch.take().or_else(|| rx.try_recv().ok()) {
@@ -298,9 +306,17 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             shared.mark_closed();
             return;
         }
+    }
+    let _ = w.shutdown().await;
+}
+
+async fn wait_closed(shared: &Shared) {
+    loop {
+        let notified = shared.closed_notify.notified();
         if shared.closed.load(Ordering::Acquire) {
             return;
         }
+        notified.await;
     }
 }
 
@@ -506,7 +522,7 @@ impl RecvHalf {
 
 impl Drop for RecvHalf {
     fn drop(&mut self) {
-        if !self.eof {
+        if !self.eof && !self.shared.closed.load(Ordering::Acquire) {
             // Stop reading: hand back the credit for whatever is queued and drop it; later
             // bytes are credited on arrival.
             self.state.discard.store(true, Ordering::Release);
@@ -647,6 +663,15 @@ mod tests {
         assert_eq!(guest_rx.recv().await, Some(HostMessage::Ping { nonce: 42 }));
         guest.send(GuestMessage::Pong { nonce: 42 }).await.unwrap();
         assert_eq!(host_rx.recv().await, Some(GuestMessage::Pong { nonce: 42 }));
+    }
+
+    #[tokio::test]
+    async fn close_ends_the_connection_for_the_peer() {
+        let ((host, _h), (_guest, mut guest_rx)) = pair();
+        host.close();
+        // The guest sees the end of the connection rather than waiting forever.
+        let end = tokio::time::timeout(std::time::Duration::from_secs(5), guest_rx.recv()).await;
+        assert_eq!(end.expect("peer must see the close"), None);
     }
 
     #[tokio::test]
