@@ -3,10 +3,12 @@
 //! - `router_bench backend ADDR`: a minimal HTTP/1.1 app (12-byte body), the common backend;
 //! - `router_bench router LISTEN BACKEND`: an Aegis router port (protocol `http`) in front of
 //!   BACKEND through an always-ready upstream, i.e. the router's steady state: readiness
-//!   check, activity accounting, header rewriting and proxying, no wake.
+//!   check, activity accounting, header rewriting and proxying, no wake. Connections are
+//!   served on `BENCH_THREADS` [`Workers`] threads (default 2), or with
+//!   `BENCH_RT=multi-thread` on a work-stealing runtime of `BENCH_THREADS` workers.
 //!
-//! Both use `BENCH_THREADS` runtime workers (default 2) and exit by themselves after
-//! `BENCH_MAX_SECS` (default 600) so that a forgotten process cannot linger.
+//! Both exit by themselves after `BENCH_MAX_SECS` (default 600) so that a forgotten process
+//! cannot linger.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -15,7 +17,7 @@ use std::time::Duration;
 
 use aegis_router::{
     ActivityGuard, ActivityTracker, CancellationToken, ConnectError, Io, PortRoute, Protocol,
-    Upstream, WakeError,
+    Upstream, WakeError, Workers,
 };
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -87,7 +89,16 @@ async fn router(listen: SocketAddr, backend: SocketAddr) {
         activity: ActivityTracker::new(),
     });
     let route = PortRoute::new(backend.port(), Protocol::Http);
-    aegis_router::serve_port(listener, route, upstream, CancellationToken::new()).await;
+    let shutdown = CancellationToken::new();
+    match std::env::var("BENCH_RT").as_deref() {
+        // The work-stealing runtime serves the connections.
+        Ok("multi-thread") => aegis_router::serve_port(listener, route, upstream, shutdown).await,
+        // Thread per core: how the daemon runs the router.
+        _ => {
+            let workers = Workers::new(env_num("BENCH_THREADS", 2) as usize).expect("workers");
+            aegis_router::serve_port_on(workers, listener, route, upstream, shutdown).await
+        }
+    }
 }
 
 fn env_num(name: &str, default: u64) -> u64 {
@@ -105,8 +116,17 @@ fn main() {
             .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| panic!("{usage}"))
     };
+    // The accept loop (and the backend) run here; `router` mode serves connections on
+    // `Workers` unless BENCH_RT=multi-thread.
+    let threads = match (
+        args.get(1).map(String::as_str),
+        std::env::var("BENCH_RT").as_deref(),
+    ) {
+        (Some("router"), Ok("multi-thread")) | (Some("backend"), _) => env_num("BENCH_THREADS", 2),
+        _ => 1,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(env_num("BENCH_THREADS", 2) as usize)
+        .worker_threads(threads as usize)
         .enable_all()
         .build()
         .expect("runtime");

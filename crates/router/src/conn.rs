@@ -3,13 +3,18 @@
 //! or one multiplexed HTTP/2 connection (gRPC), opened on first use and re-opened if it
 //! closed, e.g. because the instance was restored from a snapshot and its session is new.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+
+use futures::stream::{FuturesUnordered, StreamExt};
 
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -20,6 +25,8 @@ use crate::route::Target;
 pub(crate) struct ConnCtx {
     pub(crate) target: Target,
     pub(crate) client: SocketAddr,
+    /// `client`'s address as an `X-Forwarded-For` element.
+    pub(crate) forwarded_for: hyper::header::HeaderValue,
     /// Fires when the listener shuts down; upgraded sockets watch it too.
     pub(crate) shutdown: CancellationToken,
     /// The listener's tasks, so that it waits for upgraded sockets as well.
@@ -27,7 +34,59 @@ pub(crate) struct ConnCtx {
     throttle: Throttle,
     h1: Mutex<Option<http1::SendRequest<Incoming>>>,
     h2: tokio::sync::Mutex<Option<http2::SendRequest<Incoming>>>,
+    /// Runs upstream HTTP/1 connections inside the client connection's task.
+    local: Option<LocalSpawner>,
     _guard: ActivityGuard,
+}
+
+type LocalFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Hands futures to [`run_local`], which polls them in the task of the client connection.
+#[derive(Clone)]
+pub(crate) struct LocalSpawner(mpsc::UnboundedSender<LocalFuture>);
+
+impl LocalSpawner {
+    fn spawn(&self, fut: impl Future<Output = ()> + Send + 'static) {
+        if let Err(mpsc::error::SendError(fut)) = self.0.send(Box::pin(fut)) {
+            tokio::spawn(fut);
+        }
+    }
+}
+
+/// Runs `main` (a client connection) and, in the same task, every future handed to the
+/// returned spawner (its upstream connections): a request and its upstream exchange then
+/// never cross threads, which is most of the cost of a proxied request on a multi-threaded
+/// runtime. Once `main` ends, `finish` releases what keeps the side futures alive (the cached
+/// upstream senders) and they are run to completion.
+pub(crate) fn local_driver() -> (LocalSpawner, LocalDriver) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (LocalSpawner(tx), LocalDriver { rx })
+}
+
+pub(crate) struct LocalDriver {
+    rx: mpsc::UnboundedReceiver<LocalFuture>,
+}
+
+impl LocalDriver {
+    pub(crate) async fn run<F: Future>(mut self, main: F, finish: impl FnOnce()) -> F::Output {
+        let mut side = FuturesUnordered::new();
+        tokio::pin!(main);
+        let out = loop {
+            tokio::select! {
+                biased;
+                Some(fut) = self.rx.recv() => side.push(fut),
+                Some(()) = side.next(), if !side.is_empty() => {}
+                out = &mut main => break out,
+            }
+        };
+        finish();
+        self.rx.close();
+        while let Ok(fut) = self.rx.try_recv() {
+            side.push(fut);
+        }
+        while side.next().await.is_some() {}
+        out
+    }
 }
 
 impl ConnCtx {
@@ -37,17 +96,25 @@ impl ConnCtx {
         guard: ActivityGuard,
         shutdown: CancellationToken,
         tasks: TaskTracker,
+        local: Option<LocalSpawner>,
     ) -> Arc<Self> {
         Arc::new(ConnCtx {
             target,
             client,
+            forwarded_for: crate::headers::forwarded_for(client.ip()),
             shutdown,
             tasks,
             throttle: Throttle::new(),
             h1: Mutex::new(None),
             h2: tokio::sync::Mutex::new(None),
+            local,
             _guard: guard,
         })
+    }
+
+    /// Drops the cached upstream connections (the client connection ended).
+    pub(crate) fn release_upstream(&self) {
+        lock(&self.h1).take();
     }
 
     /// Reports traffic, at most about once a second per connection.
@@ -73,11 +140,15 @@ impl ConnCtx {
             .handshake(io)
             .await
             .map_err(ProxyError::Handshake)?;
-        tokio::spawn(async move {
+        let conn = async move {
             if let Err(e) = conn.with_upgrades().await {
                 tracing::debug!(error = %Chain(&e), "upstream HTTP/1 connection failed");
             }
-        });
+        };
+        match &self.local {
+            Some(local) => local.spawn(conn),
+            None => drop(tokio::spawn(conn)),
+        }
         Ok(sender)
     }
 

@@ -124,7 +124,7 @@ fn prepare_request(req: &mut Request<Incoming>, ctx: &ConnCtx) {
     *req.version_mut() = Version::HTTP_2;
     req.headers_mut().remove(header::HOST);
     headers::strip_hop_by_hop(req.headers_mut(), false, true);
-    headers::add_forwarded(req.headers_mut(), ctx.client.ip());
+    headers::add_forwarded(req.headers_mut(), &ctx.forwarded_for);
 }
 
 /// A trailers-only gRPC response: status in the headers, no body.

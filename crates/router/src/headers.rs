@@ -66,14 +66,25 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool, keep_te_t
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
-/// Appends the client to `X-Forwarded-For` and sets `X-Forwarded-Proto` unless a proxy in
-/// front of us already did.
-pub(crate) fn add_forwarded(headers: &mut HeaderMap, client: IpAddr) {
-    let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) => HeaderValue::try_from(format!("{prior}, {client}")),
-        None => HeaderValue::try_from(client.to_string()),
+/// The value this proxy adds to `X-Forwarded-For` for `client`; computed once per connection.
+pub(crate) fn forwarded_for(client: IpAddr) -> HeaderValue {
+    HeaderValue::try_from(client.to_string()).expect("an IP address is a valid header value")
+}
+
+/// Appends the client (`forwarded_for`) to `X-Forwarded-For` and sets `X-Forwarded-Proto`
+/// unless a proxy in front of us already did.
+pub(crate) fn add_forwarded(headers: &mut HeaderMap, forwarded_for: &HeaderValue) {
+    let value = match headers.get(&X_FORWARDED_FOR) {
+        Some(prior) => {
+            let mut v = Vec::with_capacity(prior.len() + 2 + forwarded_for.len());
+            v.extend_from_slice(prior.as_bytes());
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(forwarded_for.as_bytes());
+            HeaderValue::from_bytes(&v).ok()
+        }
+        None => Some(forwarded_for.clone()),
     };
-    if let Ok(v) = value {
+    if let Some(v) = value {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
     if !headers.contains_key(&X_FORWARDED_PROTO) {
@@ -163,11 +174,11 @@ mod tests {
             ("x-forwarded-for", "10.0.0.1"),
             ("x-forwarded-proto", "https"),
         ]);
-        add_forwarded(&mut h, "127.0.0.1".parse().unwrap());
+        add_forwarded(&mut h, &forwarded_for("127.0.0.1".parse().unwrap()));
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "https");
         let mut h = HeaderMap::new();
-        add_forwarded(&mut h, "::1".parse().unwrap());
+        add_forwarded(&mut h, &forwarded_for("::1".parse().unwrap()));
         assert_eq!(h["x-forwarded-for"], "::1");
         assert_eq!(h["x-forwarded-proto"], "http");
     }

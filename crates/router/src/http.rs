@@ -5,8 +5,8 @@
 //! answers `502`.
 
 use std::convert::Infallible;
-use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
@@ -17,7 +17,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
 use crate::body::ProxyBody;
-use crate::conn::ConnCtx;
+use crate::conn::{ConnCtx, LocalDriver};
 use crate::error::{Chain, ErrorSide, ProxyError};
 use crate::headers;
 use crate::hold;
@@ -28,8 +28,13 @@ use crate::websocket;
 /// Seconds a client told to come back (`503`) should wait.
 pub(crate) const RETRY_AFTER_SECS: u32 = 5;
 
+/// An HTTP/1.1 connection that starts no new request for this long is closed, so an idle
+/// keep-alive connection (a browser keeps them for minutes) does not pin its instance.
+/// The timer also bounds how long a client may take to send a request head.
+pub(crate) const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(30);
+
 /// Serves one client connection of an HTTP or WebSocket port.
-pub(crate) async fn serve_connection(stream: TcpStream, ctx: Arc<ConnCtx>) {
+pub(crate) async fn serve_connection(stream: TcpStream, ctx: Arc<ConnCtx>, driver: LocalDriver) {
     let shutdown = ctx.shutdown.clone();
     let svc_ctx = ctx.clone();
     let service = service_fn(move |req| {
@@ -38,16 +43,20 @@ pub(crate) async fn serve_connection(stream: TcpStream, ctx: Arc<ConnCtx>) {
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
+        .header_read_timeout(KEEP_ALIVE_IDLE)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
-    tokio::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        _ = shutdown.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
+    let main = async {
+        tokio::pin!(conn);
+        tokio::select! {
+            r = conn.as_mut() => r,
+            _ = shutdown.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
         }
     };
+    let result = driver.run(main, || ctx.release_upstream()).await;
     if let Err(e) = result {
         tracing::debug!(client = %ctx.client, error = %Chain(&e), "HTTP client connection failed");
     }
@@ -81,7 +90,7 @@ pub(crate) async fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> Respons
 async fn forward(ctx: Arc<ConnCtx>, mut req: Request<Incoming>) -> Response<ProxyBody> {
     let upgrade = headers::is_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    prepare_request(&mut req, ctx.client.ip(), upgrade);
+    prepare_request(&mut req, &ctx.forwarded_for, upgrade);
     let mut resp = match ctx.send_h1(req).await {
         Ok(resp) => resp,
         Err(e) => {
@@ -99,7 +108,7 @@ async fn forward(ctx: Arc<ConnCtx>, mut req: Request<Incoming>) -> Response<Prox
 }
 
 /// Makes a client request fit for the app's HTTP/1.1 connection.
-fn prepare_request(req: &mut Request<Incoming>, client: IpAddr, upgrade: bool) {
+fn prepare_request(req: &mut Request<Incoming>, forwarded_for: &HeaderValue, upgrade: bool) {
     // A request that arrived over HTTP/2 (shared port) or in absolute form carries its host
     // in the URI: move it to `Host` and send the origin form.
     if req.version() == Version::HTTP_2 || req.uri().authority().is_some() {
@@ -124,7 +133,7 @@ fn prepare_request(req: &mut Request<Incoming>, client: IpAddr, upgrade: bool) {
         }
     }
     headers::strip_hop_by_hop(req.headers_mut(), upgrade, false);
-    headers::add_forwarded(req.headers_mut(), client);
+    headers::add_forwarded(req.headers_mut(), forwarded_for);
 }
 
 /// What a client sees when the router cannot serve its request.
@@ -174,7 +183,6 @@ pub(crate) fn error_response(e: &ProxyError) -> Response<ProxyBody> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn deadline_is_503_with_retry_after() {

@@ -13,7 +13,8 @@
 //! `upstream` what the router needs from the daemon, `hold` how it waits, `listener` and
 //! `shared` accept, `tcp`, `http`, `websocket` and `grpc` proxy, `splice` copies bytes,
 //! `loading_page` is the browser's view of a wake, [`WakeGate`] makes wakes single-flight,
-//! [`ActivityTracker`] records what the idle timers read.
+//! [`ActivityTracker`] records what the idle timers read, [`Workers`] serves connections
+//! thread-per-core.
 #![forbid(unsafe_code)]
 
 mod activity;
@@ -34,12 +35,16 @@ mod tcp;
 mod upstream;
 mod wake_gate;
 mod websocket;
+mod workers;
 
 pub use activity::{ActivityGuard, ActivityTracker};
 pub use error::{ConnectError, ErrorSide, ProxyError, WakeError};
-pub use listener::{serve_port, serve_shared_http, SHUTDOWN_GRACE};
+pub use listener::{
+    serve_port, serve_port_on, serve_shared_http, serve_shared_http_on, SHUTDOWN_GRACE,
+};
 pub use protocol::{ParseProtocolError, Protocol};
 pub use route::{PortRoute, Target, WakeSettings};
 pub use tokio_util::sync::CancellationToken;
 pub use upstream::{Io, Resolver, Upstream};
 pub use wake_gate::WakeGate;
+pub use workers::Workers;

@@ -12,10 +12,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::conn::ConnCtx;
+use crate::conn::{local_driver, ConnCtx};
 use crate::protocol::Protocol;
 use crate::route::{PortRoute, Target};
 use crate::upstream::{Resolver, Upstream};
+use crate::workers::Workers;
 use crate::{grpc, http, shared, tcp};
 
 /// How long connections in flight may carry on after shutdown fires.
@@ -23,41 +24,66 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Serves one exposed port until `shutdown` fires and its connections have finished (or the
 /// grace is over). `listener` is already bound (the daemon chooses the host port).
+/// Connections are served on the calling runtime; see [`serve_port_on`] for thread-per-core.
 pub async fn serve_port(
     listener: TcpListener,
     route: PortRoute,
     upstream: Arc<dyn Upstream>,
     shutdown: CancellationToken,
 ) {
+    port_loop(listener, route, upstream, shutdown, None).await
+}
+
+/// [`serve_port`], with each connection served on one of `workers`' threads.
+pub async fn serve_port_on(
+    workers: Arc<Workers>,
+    listener: TcpListener,
+    route: PortRoute,
+    upstream: Arc<dyn Upstream>,
+    shutdown: CancellationToken,
+) {
+    port_loop(listener, route, upstream, shutdown, Some(workers)).await
+}
+
+async fn port_loop(
+    listener: TcpListener,
+    route: PortRoute,
+    upstream: Arc<dyn Upstream>,
+    shutdown: CancellationToken,
+    workers: Option<Arc<Workers>>,
+) {
     let tasks = TaskTracker::new();
     tracing::info!(
         addr = ?listener.local_addr().ok(),
         guest_port = route.guest_port,
         protocol = %route.protocol,
+        workers = workers.as_ref().map_or(0, |w| w.len()),
         "serving port"
     );
+    let spawner = ConnSpawner {
+        tasks: &tasks,
+        workers: workers.as_deref(),
+        shutdown: &shutdown,
+    };
     while let Some((stream, peer)) = accept(&listener, &shutdown).await {
         let guard = upstream.connection_opened();
         let _ = stream.set_nodelay(true);
+        let sd = shutdown.clone();
         match route.protocol {
             Protocol::Tcp => {
-                let conn = tcp::serve(stream, peer, route, upstream.clone(), guard);
-                tasks.spawn(with_grace(shutdown.clone(), conn));
+                let upstream = upstream.clone();
+                spawner.spawn(stream, move |s| tcp::serve(s, peer, route, upstream, guard));
             }
-            Protocol::Http | Protocol::Websocket | Protocol::Grpc => {
+            Protocol::Grpc => {
                 let target = Target::new(upstream.clone(), route);
-                let ctx = ConnCtx::new(target, peer, guard, shutdown.clone(), tasks.clone());
-                if route.protocol == Protocol::Grpc {
-                    tasks.spawn(with_grace(
-                        shutdown.clone(),
-                        grpc::serve_connection(stream, ctx),
-                    ));
-                } else {
-                    tasks.spawn(with_grace(
-                        shutdown.clone(),
-                        http::serve_connection(stream, ctx),
-                    ));
-                }
+                let ctx = ConnCtx::new(target, peer, guard, sd, tasks.clone(), None);
+                spawner.spawn(stream, move |s| grpc::serve_connection(s, ctx));
+            }
+            Protocol::Http | Protocol::Websocket => {
+                let target = Target::new(upstream.clone(), route);
+                let (local, driver) = local_driver();
+                let ctx = ConnCtx::new(target, peer, guard, sd, tasks.clone(), Some(local));
+                spawner.spawn(stream, move |s| http::serve_connection(s, ctx, driver));
             }
         }
     }
@@ -75,22 +101,79 @@ pub async fn serve_shared_http(
     resolver: Arc<dyn Resolver>,
     shutdown: CancellationToken,
 ) {
+    shared_loop(listener, resolver, shutdown, None).await
+}
+
+/// [`serve_shared_http`], with each connection served on one of `workers`' threads.
+pub async fn serve_shared_http_on(
+    workers: Arc<Workers>,
+    listener: TcpListener,
+    resolver: Arc<dyn Resolver>,
+    shutdown: CancellationToken,
+) {
+    shared_loop(listener, resolver, shutdown, Some(workers)).await
+}
+
+async fn shared_loop(
+    listener: TcpListener,
+    resolver: Arc<dyn Resolver>,
+    shutdown: CancellationToken,
+    workers: Option<Arc<Workers>>,
+) {
     let tasks = TaskTracker::new();
     tracing::info!(addr = ?listener.local_addr().ok(), "serving the shared HTTP port");
+    let spawner = ConnSpawner {
+        tasks: &tasks,
+        workers: workers.as_deref(),
+        shutdown: &shutdown,
+    };
     while let Some((stream, peer)) = accept(&listener, &shutdown).await {
         let _ = stream.set_nodelay(true);
-        let conn = shared::serve_connection(
-            stream,
-            peer,
-            resolver.clone(),
-            shutdown.clone(),
-            tasks.clone(),
-        );
-        tasks.spawn(with_grace(shutdown.clone(), conn));
+        let resolver = resolver.clone();
+        let sd = shutdown.clone();
+        let t = tasks.clone();
+        spawner.spawn(stream, move |s| {
+            shared::serve_connection(s, peer, resolver, sd, t)
+        });
     }
     drop(listener);
     tasks.close();
     tasks.wait().await;
+}
+
+/// Starts connection tasks, here or on a worker, tracked and bounded by the shutdown grace.
+struct ConnSpawner<'a> {
+    tasks: &'a TaskTracker,
+    workers: Option<&'a Workers>,
+    shutdown: &'a CancellationToken,
+}
+
+impl ConnSpawner<'_> {
+    fn spawn<F, Fut>(&self, stream: TcpStream, serve: F)
+    where
+        F: FnOnce(TcpStream) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let shutdown = self.shutdown.clone();
+        let Some(workers) = self.workers else {
+            self.tasks.spawn(with_grace(shutdown, serve(stream)));
+            return;
+        };
+        // Re-registered with the worker's reactor on its own thread.
+        let std_stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot hand a connection to a worker");
+                return;
+            }
+        };
+        workers.spawn(self.tasks.track_future(async move {
+            match TcpStream::from_std(std_stream) {
+                Ok(stream) => with_grace(shutdown, serve(stream)).await,
+                Err(e) => tracing::warn!(error = %e, "cannot adopt a connection on a worker"),
+            }
+        }));
+    }
 }
 
 /// The next connection, or `None` once shutdown fires.

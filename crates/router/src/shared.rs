@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::body::ProxyBody;
-use crate::conn::ConnCtx;
+use crate::conn::{local_driver, ConnCtx, LocalSpawner};
 use crate::error::Chain;
 use crate::headers;
 use crate::protocol::Protocol;
@@ -30,6 +30,7 @@ struct SharedConn {
     resolver: Arc<dyn Resolver>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+    local: LocalSpawner,
     ctxs: Mutex<Vec<Arc<ConnCtx>>>,
 }
 
@@ -40,29 +41,44 @@ pub(crate) async fn serve_connection(
     shutdown: CancellationToken,
     tasks: TaskTracker,
 ) {
+    let (local, driver) = local_driver();
     let state = Arc::new(SharedConn {
         peer,
         resolver,
         shutdown: shutdown.clone(),
         tasks,
+        local,
         ctxs: Mutex::new(Vec::new()),
     });
+    let svc_state = state.clone();
     let service = service_fn(move |req| {
-        let state = state.clone();
+        let state = svc_state.clone();
         async move { Ok::<_, Infallible>(state.handle(req).await) }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(http::KEEP_ALIVE_IDLE);
     builder.http2().timer(TokioTimer::new());
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-    tokio::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        _ = shutdown.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
+    let main = async {
+        tokio::pin!(conn);
+        tokio::select! {
+            r = conn.as_mut() => r,
+            _ = shutdown.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
         }
     };
+    let result = driver
+        .run(main, || {
+            for ctx in state.ctxs.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+                ctx.release_upstream();
+            }
+        })
+        .await;
     if let Err(e) = result {
         tracing::debug!(client = %peer, error = %Chain(&*e), "shared-port connection failed");
     }
@@ -108,6 +124,7 @@ impl SharedConn {
             guard,
             self.shutdown.clone(),
             self.tasks.clone(),
+            Some(self.local.clone()),
         );
         ctxs.push(ctx.clone());
         ctx

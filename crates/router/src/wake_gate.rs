@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures::FutureExt;
+use tokio::runtime::Handle;
 use tokio::sync::watch;
 
 use crate::error::WakeError;
@@ -17,11 +18,22 @@ type Outcome = Option<Result<(), WakeError>>;
 ///
 /// The wake runs in its own task, so it completes even if every caller gives up (a client's
 /// deadline passing must not abandon a half-restored VM); the next caller after it finished
-/// starts a new one.
-#[derive(Default)]
+/// starts a new one. That task runs on the runtime the gate was created on (if it was created
+/// on one), not on whichever router thread happened to call first.
 pub struct WakeGate {
     in_flight: Arc<Mutex<Option<watch::Receiver<Outcome>>>>,
     runs: AtomicU64,
+    runtime: Option<Handle>,
+}
+
+impl Default for WakeGate {
+    fn default() -> Self {
+        WakeGate {
+            in_flight: Arc::default(),
+            runs: AtomicU64::new(0),
+            runtime: Handle::try_current().ok(),
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -34,7 +46,7 @@ impl WakeGate {
     }
 
     /// Joins the wake in flight, or starts `wake()` if there is none, and returns its result.
-    /// Must be called within a tokio runtime.
+    /// A gate created outside any runtime spawns the wake on the caller's runtime.
     pub async fn run<F, Fut>(&self, wake: F) -> Result<(), WakeError>
     where
         F: FnOnce() -> Fut,
@@ -58,7 +70,7 @@ impl WakeGate {
             let fut = wake();
             let slot = self.in_flight.clone();
             let mine = rx.clone();
-            tokio::spawn(async move {
+            let task = async move {
                 let result = AssertUnwindSafe(fut)
                     .catch_unwind()
                     .await
@@ -70,7 +82,11 @@ impl WakeGate {
                 // Under the lock: whoever joined this wake sees its result, whoever comes
                 // after starts a new one.
                 tx.send_replace(Some(result));
-            });
+            };
+            match &self.runtime {
+                Some(runtime) => drop(runtime.spawn(task)),
+                None => drop(tokio::spawn(task)),
+            }
         }
         let outcome = match rx.wait_for(Option::is_some).await {
             Ok(outcome) => outcome.clone().unwrap_or(Ok(())),
@@ -159,6 +175,30 @@ mod tests {
         gate.run(|| async { unreachable!() }).await.unwrap();
         assert_eq!(done.load(Ordering::SeqCst), 1);
         assert_eq!(gate.runs(), 1);
+    }
+
+    #[test]
+    fn the_wake_runs_on_the_runtime_the_gate_was_created_on() {
+        let home = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("home")
+            .enable_all()
+            .build()
+            .unwrap();
+        let gate = Arc::new(home.block_on(async { WakeGate::new() }));
+        let caller = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let ran_on = Arc::new(Mutex::new(None));
+        let r = ran_on.clone();
+        caller
+            .block_on(gate.run(|| async move {
+                *r.lock().unwrap() = std::thread::current().name().map(str::to_owned);
+                Ok(())
+            }))
+            .unwrap();
+        assert_eq!(ran_on.lock().unwrap().as_deref(), Some("home"));
     }
 
     #[tokio::test]

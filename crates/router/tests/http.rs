@@ -15,7 +15,7 @@ const BROWSER_ACCEPT: &str = "text/html,application/xhtml+xml,application/xml;q=
 async fn a_browser_gets_the_loading_page_then_the_app() {
     init_tracing();
     let app = http_app().await;
-    let up = TestUpstream::asleep(Duration::from_millis(400));
+    let up = TestUpstream::asleep(Duration::from_millis(800));
     let router = Router::port(
         up.clone(),
         route(app.port, Protocol::Http, Duration::from_secs(5)),

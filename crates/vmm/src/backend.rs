@@ -19,7 +19,10 @@ pub enum VmExit {
     /// The guest powered off (or the VMM exited with status 0).
     PoweredOff,
     /// The VMM exited with a failure status.
-    Failed { code: Option<i32>, signal: Option<i32> },
+    Failed {
+        code: Option<i32>,
+        signal: Option<i32>,
+    },
     /// Aegis killed it.
     Killed,
 }
@@ -29,19 +32,45 @@ pub enum VmmError {
     #[error("{what} is not available on this host: {why}")]
     Unavailable { what: String, why: String },
     #[error("the {backend} backend cannot {operation}")]
-    Unsupported { backend: BackendKind, operation: &'static str },
+    Unsupported {
+        backend: BackendKind,
+        operation: &'static str,
+    },
     #[error("failed to start {program}: {source}")]
-    Spawn { program: PathBuf, source: std::io::Error },
+    Spawn {
+        program: PathBuf,
+        source: std::io::Error,
+    },
     #[error("VM {id} did not {what} within {secs} s")]
-    Timeout { id: String, what: &'static str, secs: u64 },
+    Timeout {
+        id: String,
+        what: &'static str,
+        secs: u64,
+    },
     #[error("VM {id} exited early ({exit:?}); console tail:\n{console_tail}")]
-    Exited { id: String, exit: VmExit, console_tail: String },
+    Exited {
+        id: String,
+        exit: VmExit,
+        console_tail: String,
+    },
     #[error("{backend} control request '{request}' failed: {detail}")]
-    Control { backend: BackendKind, request: String, detail: String },
+    Control {
+        backend: BackendKind,
+        request: String,
+        detail: String,
+    },
     #[error("{op} {path}: {source}")]
-    Io { op: &'static str, path: PathBuf, source: std::io::Error },
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("invalid VM spec: {0}")]
     InvalidSpec(String),
+    /// A memory snapshot cannot be used (missing, incomplete, or taken with another machine
+    /// shape or VMM version). Snapshots are a cache: delete it and boot from disk layers.
+    #[error("snapshot {dir} is unusable: {reason}")]
+    Snapshot { dir: PathBuf, reason: String },
 }
 
 /// A VMM backend: boots VMs. One instance per daemon; cheap to share.
@@ -54,11 +83,8 @@ pub trait Backend: Send + Sync + 'static {
     async fn boot(&self, spec: &VmSpec) -> Result<Box<dyn Vm>, VmmError>;
     /// Restores a VM from a memory snapshot taken by [`Vm::snapshot`]. Only if
     /// `capabilities().memory_snapshot`. The VM starts running.
-    async fn restore(
-        &self,
-        spec: &VmSpec,
-        snapshot: &SnapshotRef,
-    ) -> Result<Box<dyn Vm>, VmmError>;
+    async fn restore(&self, spec: &VmSpec, snapshot: &SnapshotRef)
+        -> Result<Box<dyn Vm>, VmmError>;
 }
 
 /// One running microVM.

@@ -209,7 +209,13 @@ impl InstanceManager {
         let upstream: Arc<dyn aegis_router::Upstream> = Arc::new(InstanceUpstream(rt.clone()));
         for (listener, p) in listeners.into_iter().zip(&record.target.expose) {
             let route = PortRoute { guest_port: p.guest_port, protocol: router_protocol(p.protocol), wake };
-            tokio::spawn(aegis_router::serve_port(listener, route, upstream.clone(), rt.shutdown.clone()));
+            tokio::spawn(aegis_router::serve_port_on(
+                daemon.router_workers.clone(),
+                listener,
+                route,
+                upstream.clone(),
+                rt.shutdown.clone(),
+            ));
         }
         tokio::spawn(rt.clone().idle_loop());
         lock(&self.instances).insert(record.id.clone(), rt.clone());

@@ -1,7 +1,6 @@
 //! The router's view of an instance.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use aegis_proto::io::StreamIo;
 use aegis_router::{ActivityGuard, ConnectError, Io, Upstream, WakeError};
@@ -9,9 +8,6 @@ use async_trait::async_trait;
 
 use super::connector::GuestConnectError;
 use super::runtime::InstanceRuntime;
-
-/// How long the guest may take to accept one proxied connection.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct InstanceUpstream(pub Arc<InstanceRuntime>);
 
@@ -27,9 +23,14 @@ impl Upstream for InstanceUpstream {
 
     async fn connect(&self, guest_port: u16) -> Result<Box<dyn Io>, ConnectError> {
         let connector = self.0.connector().ok_or(ConnectError::NotRunning)?;
-        match connector.connect(guest_port, CONNECT_TIMEOUT).await {
+        // A burst of connections can overflow the app's listen backlog; the guest's TCP then
+        // retries SYNs for seconds. Allow as long as a wake may take.
+        match connector.connect(guest_port, self.0.wake_timeout()).await {
             Ok(stream) => Ok(Box::new(StreamIo::from(stream))),
-            Err(GuestConnectError::Refused { port, .. }) => Err(ConnectError::Refused { port }),
+            Err(GuestConnectError::Refused { port, reason }) => {
+                tracing::debug!(instance = %self.0.id, port, %reason, "guest refused a connection");
+                Err(ConnectError::Refused { port })
+            }
             Err(e) => Err(ConnectError::Failed { port: guest_port, source: Box::new(e) }),
         }
     }

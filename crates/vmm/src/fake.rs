@@ -1,0 +1,643 @@
+//! A fake backend for fast tests of daemon logic: no VM, no QEMU, but the real guest agent.
+//!
+//! A fake VM is an in-process [`Agent`] (the harness's own code, `pid1: false`) serving each
+//! channel over a `tokio::io::duplex`. It runs real host processes, so task streaming, exit
+//! codes, timeouts and cancellation are tested end to end in milliseconds.
+//!
+//! ```text
+//! daemon <-> duplex <-> relay (holds bytes while paused) <-> duplex <-> Agent::serve
+//! ```
+//!
+//! Faithful where the daemon depends on it: `pause` holds bytes without losing them (the
+//! processes themselves keep running; a real pause freezes them), `connect` after a
+//! disconnect serves a new session on the same agent with the same processes, `wait`
+//! resolves on power-off or kill, `snapshot`/`restore` are unsupported (and the capabilities
+//! say so). Faults can be injected: [`FakeBackend::fail_next_boot`],
+//! [`FakeBackend::crash_next_boot`], [`FakeBackend::crash`].
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use aegis_harness::{Agent, AgentConfig, SessionEnd};
+use async_trait::async_trait;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::backend::{Backend, Channel, Vm, VmExit, VmmError};
+use crate::capabilities::{BackendKind, Capabilities};
+use crate::spec::{SnapshotRef, VmSpec};
+
+/// Kernel release the fake guest reports in its Hello.
+pub const FAKE_KERNEL_RELEASE: &str = "aegis-fake";
+/// Buffer of each in-memory pipe (like a socket buffer: writers block when it is full).
+const PIPE_BYTES: usize = 256 * 1024;
+const CONSOLE_MAX: usize = 2048;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Boots fake VMs. Clones share fault injection and the list of VMs.
+#[derive(Clone, Default)]
+pub struct FakeBackend {
+    shared: Arc<Shared>,
+}
+
+#[derive(Default)]
+struct Shared {
+    fail_next_boot: AtomicBool,
+    crash_next_boot: AtomicBool,
+    boots: AtomicU64,
+    vms: Mutex<HashMap<String, Weak<FakeVmState>>>,
+}
+
+impl FakeBackend {
+    pub fn new() -> FakeBackend {
+        FakeBackend::default()
+    }
+
+    /// The next `boot` fails as if the VMM could not be started (`VmmError::Spawn`).
+    pub fn fail_next_boot(&self) {
+        self.shared.fail_next_boot.store(true, Ordering::Release);
+    }
+
+    /// The next booted VM crashes at once: its guest never says Hello, `connect` fails with
+    /// `VmmError::Exited`, and `wait` returns `VmExit::Failed`.
+    pub fn crash_next_boot(&self) {
+        self.shared.crash_next_boot.store(true, Ordering::Release);
+    }
+
+    /// Crashes the running VM `id` now, as if the VMM died (SIGSEGV): its channel drops, its
+    /// processes are killed, `wait` returns `VmExit::Failed`. False if there is no such VM
+    /// (or it has already exited).
+    pub fn crash(&self, id: &str) -> bool {
+        let vm = lock(&self.shared.vms).get(id).and_then(Weak::upgrade);
+        match vm {
+            Some(vm) => vm.end(
+                VmExit::Failed {
+                    code: None,
+                    signal: Some(libc::SIGSEGV),
+                },
+                "fake VMM: crashed (injected)",
+            ),
+            None => false,
+        }
+    }
+
+    /// How many times `boot` was called.
+    pub fn boots(&self) -> u64 {
+        self.shared.boots.load(Ordering::Acquire)
+    }
+
+    /// Ids of the VMs that have not exited.
+    pub fn running(&self) -> Vec<String> {
+        let mut ids: Vec<String> = lock(&self.shared.vms)
+            .iter()
+            .filter_map(|(id, vm)| {
+                let vm = vm.upgrade()?;
+                let running = vm.exit.borrow().is_none();
+                running.then(|| id.clone())
+            })
+            .collect();
+        ids.sort();
+        ids
+    }
+}
+
+#[async_trait]
+impl Backend for FakeBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Fake
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            pause: true,
+            memory_snapshot: false,
+            vsock: false,
+            virtio_fs: false,
+            tap_network: false,
+            accelerator: "none".into(),
+        }
+    }
+
+    async fn boot(&self, spec: &VmSpec) -> Result<Box<dyn Vm>, VmmError> {
+        self.shared.boots.fetch_add(1, Ordering::AcqRel);
+        if spec.memory_mib < VmSpec::MIN_MEMORY_MIB || spec.vcpus == 0 {
+            return Err(VmmError::InvalidSpec(format!(
+                "{} vCPUs and {} MiB: need at least 1 vCPU and {} MiB",
+                spec.vcpus,
+                spec.memory_mib,
+                VmSpec::MIN_MEMORY_MIB
+            )));
+        }
+        if self.shared.fail_next_boot.swap(false, Ordering::AcqRel) {
+            return Err(VmmError::Spawn {
+                program: PathBuf::from("fake-vmm"),
+                source: std::io::Error::other("injected boot failure"),
+            });
+        }
+        // The agent's file system root: guest paths (cwd, ReadPath) resolve under it.
+        let root = spec.run_dir.join("root");
+        std::fs::create_dir_all(&root).map_err(|source| VmmError::Io {
+            op: "create fake guest root",
+            path: root.clone(),
+            source,
+        })?;
+        let agent = Agent::new(AgentConfig {
+            pid1: false,
+            base_env: vec![
+                (
+                    "PATH".into(),
+                    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+                ),
+                ("HOME".into(), root.to_string_lossy().into_owned()),
+                ("LANG".into(), "C.UTF-8".into()),
+            ],
+            kernel_release: FAKE_KERNEL_RELEASE.into(),
+            root,
+        });
+        let (exit, _) = watch::channel(None);
+        let (paused, _) = watch::channel(false);
+        let state = Arc::new(FakeVmState {
+            id: spec.id.clone(),
+            run_dir: spec.run_dir.clone(),
+            agent: Arc::new(agent),
+            exit,
+            paused,
+            console: Mutex::new(String::new()),
+            connection: Mutex::new(None),
+        });
+        state.log("fake VM booted");
+        lock(&self.shared.vms).insert(spec.id.clone(), Arc::downgrade(&state));
+        if self.shared.crash_next_boot.swap(false, Ordering::AcqRel) {
+            state.end(
+                VmExit::Failed {
+                    code: Some(1),
+                    signal: None,
+                },
+                "fake VMM: crashed during boot (injected)",
+            );
+        }
+        Ok(Box::new(FakeVm { state }))
+    }
+
+    async fn restore(
+        &self,
+        _spec: &VmSpec,
+        _snapshot: &SnapshotRef,
+    ) -> Result<Box<dyn Vm>, VmmError> {
+        Err(VmmError::Unsupported {
+            backend: BackendKind::Fake,
+            operation: "restore a memory snapshot",
+        })
+    }
+}
+
+struct FakeVmState {
+    id: String,
+    run_dir: PathBuf,
+    agent: Arc<Agent>,
+    exit: watch::Sender<Option<VmExit>>,
+    paused: watch::Sender<bool>,
+    console: Mutex<String>,
+    /// Tasks of the current channel: two relays and the agent's session.
+    connection: Mutex<Option<Vec<JoinHandle<()>>>>,
+}
+
+impl FakeVmState {
+    fn log(&self, line: &str) {
+        let mut c = lock(&self.console);
+        c.push_str(line);
+        c.push('\n');
+        if c.len() > CONSOLE_MAX {
+            let cut = c.len() - CONSOLE_MAX;
+            let cut = (cut..c.len()).find(|i| c.is_char_boundary(*i)).unwrap_or(0);
+            c.drain(..cut);
+        }
+    }
+
+    fn drop_connection(&self) {
+        if let Some(tasks) = lock(&self.connection).take() {
+            for t in tasks {
+                t.abort();
+            }
+        }
+    }
+
+    /// Ends the VM with `exit` unless it has already ended. True if this call ended it.
+    fn end(&self, exit: VmExit, why: &str) -> bool {
+        let mut ended = false;
+        self.exit.send_if_modified(|e| {
+            if e.is_none() {
+                *e = Some(exit.clone());
+                ended = true;
+            }
+            ended
+        });
+        if ended {
+            self.log(why);
+            self.drop_connection();
+            self.agent.kill_all();
+        }
+        ended
+    }
+
+    fn exited_error(&self, exit: VmExit) -> VmmError {
+        VmmError::Exited {
+            id: self.id.clone(),
+            exit,
+            console_tail: lock(&self.console).clone(),
+        }
+    }
+}
+
+/// One fake VM.
+pub struct FakeVm {
+    state: Arc<FakeVmState>,
+}
+
+#[async_trait]
+impl Vm for FakeVm {
+    fn id(&self) -> &str {
+        &self.state.id
+    }
+
+    fn pid(&self) -> Option<u32> {
+        None
+    }
+
+    fn run_dir(&self) -> &Path {
+        &self.state.run_dir
+    }
+
+    async fn connect(&self) -> Result<Channel, VmmError> {
+        let st = &self.state;
+        if let Some(exit) = st.exit.borrow().clone() {
+            return Err(st.exited_error(exit));
+        }
+        // Like a reconnect to QEMU's socket: the previous connection is gone.
+        st.drop_connection();
+        let (host, relay_host) = tokio::io::duplex(PIPE_BYTES);
+        let (relay_guest, guest) = tokio::io::duplex(PIPE_BYTES);
+        let (hr, hw) = tokio::io::split(relay_host);
+        let (gr, gw) = tokio::io::split(relay_guest);
+        let agent = st.agent.clone();
+        let weak = Arc::downgrade(st);
+        let serve = tokio::spawn(async move {
+            let end = agent.serve(guest).await;
+            if let Some(st) = weak.upgrade() {
+                match end {
+                    SessionEnd::Shutdown => {
+                        st.end(VmExit::PoweredOff, "fake guest: powered off");
+                    }
+                    SessionEnd::Disconnected => st.log("fake guest: host disconnected"),
+                }
+            }
+        });
+        let tasks = vec![
+            tokio::spawn(relay(hr, gw, st.paused.subscribe())),
+            tokio::spawn(relay(gr, hw, st.paused.subscribe())),
+            serve,
+        ];
+        *lock(&st.connection) = Some(tasks);
+        // A crash may have raced with this connect.
+        if let Some(exit) = st.exit.borrow().clone() {
+            st.drop_connection();
+            return Err(st.exited_error(exit));
+        }
+        Ok(Box::new(host))
+    }
+
+    async fn pause(&self) -> Result<(), VmmError> {
+        if let Some(exit) = self.state.exit.borrow().clone() {
+            return Err(self.state.exited_error(exit));
+        }
+        self.state.paused.send_replace(true);
+        Ok(())
+    }
+
+    async fn resume(&self) -> Result<(), VmmError> {
+        if let Some(exit) = self.state.exit.borrow().clone() {
+            return Err(self.state.exited_error(exit));
+        }
+        self.state.paused.send_replace(false);
+        Ok(())
+    }
+
+    async fn snapshot(&self, _dir: &Path) -> Result<SnapshotRef, VmmError> {
+        Err(VmmError::Unsupported {
+            backend: BackendKind::Fake,
+            operation: "take a memory snapshot",
+        })
+    }
+
+    async fn wait(&self) -> VmExit {
+        let mut rx = self.state.exit.subscribe();
+        loop {
+            if let Some(exit) = rx.borrow_and_update().clone() {
+                return exit;
+            }
+            if rx.changed().await.is_err() {
+                // The state owns the sender and we hold the state: cannot happen.
+                return VmExit::Killed;
+            }
+        }
+    }
+
+    async fn kill(&self) -> Result<(), VmmError> {
+        self.state.end(VmExit::Killed, "fake VMM: killed");
+        Ok(())
+    }
+
+    fn console_tail(&self) -> String {
+        lock(&self.state.console).clone()
+    }
+}
+
+impl Drop for FakeVm {
+    fn drop(&mut self) {
+        self.state.end(VmExit::Killed, "fake VMM: handle dropped");
+    }
+}
+
+/// Copies `from` to `to`, holding bytes (never dropping them) while `paused` is true.
+async fn relay<R, W>(mut from: R, mut to: W, mut paused: watch::Receiver<bool>)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        if wait_unpaused(&mut paused).await.is_err() {
+            return;
+        }
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => {
+                let _ = to.shutdown().await;
+                return;
+            }
+            Ok(n) => n,
+        };
+        // Paused while reading: hold these bytes until resumed.
+        if wait_unpaused(&mut paused).await.is_err() {
+            return;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn wait_unpaused(paused: &mut watch::Receiver<bool>) -> Result<(), ()> {
+    while *paused.borrow_and_update() {
+        paused.changed().await.map_err(|_| ())?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aegis_proto::{
+        ExitStatus, GuestMessage, HostMessage, ProcessSpec, Session, Side, PROTOCOL_VERSION,
+    };
+    use std::time::Duration;
+    use tokio::sync::mpsc;
+
+    fn spec(dir: &Path, id: &str) -> VmSpec {
+        VmSpec {
+            id: id.into(),
+            kernel: "/nonexistent/vmlinux".into(),
+            initramfs: "/nonexistent/initramfs".into(),
+            kernel_args: vec![],
+            vcpus: 1,
+            memory_mib: 256,
+            disks: vec![],
+            run_dir: dir.to_path_buf(),
+        }
+    }
+
+    async fn hello(vm: &dyn Vm) -> (Session, mpsc::Receiver<GuestMessage>, String) {
+        let ch = vm.connect().await.unwrap();
+        let (s, mut rx) = Session::start::<GuestMessage, _>(ch, Side::Host);
+        s.send(HostMessage::Hello {
+            protocol: PROTOCOL_VERSION,
+        })
+        .await
+        .unwrap();
+        loop {
+            match rx.recv().await.unwrap() {
+                GuestMessage::Hello { boot_id, .. } => return (s, rx, boot_id),
+                _ => continue,
+            }
+        }
+    }
+
+    /// The nonce of the next Pong, skipping other messages.
+    async fn pong(rx: &mut mpsc::Receiver<GuestMessage>) -> Option<u64> {
+        loop {
+            if let GuestMessage::Pong { nonce } = rx.recv().await? {
+                return Some(nonce);
+            }
+        }
+    }
+
+    /// Runs argv; returns (stdout, exit status).
+    async fn run(
+        s: &Session,
+        rx: &mut mpsc::Receiver<GuestMessage>,
+        id: u64,
+        argv: &[&str],
+    ) -> (Vec<u8>, ExitStatus) {
+        let out = s.open_stream();
+        let err = s.open_stream();
+        s.send(HostMessage::Spawn {
+            id,
+            spec: ProcessSpec {
+                argv: argv.iter().map(|a| a.to_string()).collect(),
+                env: vec![],
+                cwd: None,
+            },
+            stdin: None,
+            stdout: out.id(),
+            stderr: err.id(),
+        })
+        .await
+        .unwrap();
+        let (mut out_rx, _out_tx) = out.into_split();
+        let stdout = out_rx.read_to_end().await.unwrap();
+        loop {
+            match rx.recv().await.unwrap() {
+                GuestMessage::Exited { id: i, status } if i == id => return (stdout, status),
+                GuestMessage::SpawnFailed { error, .. } => panic!("spawn failed: {error:?}"),
+                _ => continue,
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn boots_and_runs_a_real_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = FakeBackend::new();
+        assert!(!b.capabilities().memory_snapshot);
+        let vm = b.boot(&spec(dir.path(), "f1")).await.unwrap();
+        assert_eq!(b.running(), ["f1"]);
+        let (s, mut rx, _) = hello(vm.as_ref()).await;
+        let (out, status) = run(&s, &mut rx, 1, &["sh", "-c", "echo hi; exit 3"]).await;
+        assert_eq!(out, b"hi\n");
+        assert_eq!(status, ExitStatus::Code(3));
+
+        s.send(HostMessage::Shutdown).await.unwrap();
+        assert_eq!(vm.wait().await, VmExit::PoweredOff);
+        assert_eq!(vm.wait().await, VmExit::PoweredOff);
+        assert!(b.running().is_empty());
+        assert!(matches!(vm.connect().await, Err(VmmError::Exited { .. })));
+    }
+
+    #[tokio::test]
+    async fn pause_holds_bytes_and_resume_delivers_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = FakeBackend::new();
+        let vm = b.boot(&spec(dir.path(), "f2")).await.unwrap();
+        let (s, mut rx, _) = hello(vm.as_ref()).await;
+        vm.pause().await.unwrap();
+        s.send(HostMessage::Ping { nonce: 7 }).await.unwrap();
+        let r = tokio::time::timeout(Duration::from_millis(200), pong(&mut rx)).await;
+        assert!(r.is_err(), "a paused VM answered");
+        vm.resume().await.unwrap();
+        let nonce = tokio::time::timeout(Duration::from_secs(5), pong(&mut rx))
+            .await
+            .unwrap();
+        assert_eq!(nonce, Some(7));
+        vm.kill().await.unwrap();
+        vm.kill().await.unwrap();
+        assert_eq!(vm.wait().await, VmExit::Killed);
+    }
+
+    #[tokio::test]
+    async fn a_reconnect_serves_the_same_agent() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = FakeBackend::new();
+        let vm = b.boot(&spec(dir.path(), "f3")).await.unwrap();
+        let (s1, _rx1, boot1) = hello(vm.as_ref()).await;
+        drop(s1);
+        let (s2, mut rx2, boot2) = hello(vm.as_ref()).await;
+        assert_eq!(boot1, boot2, "same guest, same boot id");
+        let (out, _) = run(&s2, &mut rx2, 1, &["echo", "again"]).await;
+        assert_eq!(out, b"again\n");
+    }
+
+    #[tokio::test]
+    async fn injected_faults() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = FakeBackend::new();
+        b.fail_next_boot();
+        assert!(matches!(
+            b.boot(&spec(dir.path(), "f4")).await,
+            Err(VmmError::Spawn { .. })
+        ));
+        b.crash_next_boot();
+        let vm = b.boot(&spec(dir.path(), "f4")).await.unwrap();
+        assert!(matches!(
+            vm.wait().await,
+            VmExit::Failed { code: Some(1), .. }
+        ));
+        match vm.connect().await {
+            Err(VmmError::Exited { console_tail, .. }) => {
+                assert!(console_tail.contains("crashed during boot"))
+            }
+            _ => panic!("connect to a crashed VM succeeded"),
+        }
+
+        let vm = b.boot(&spec(dir.path(), "f5")).await.unwrap();
+        let (s, mut rx, _) = hello(vm.as_ref()).await;
+        assert!(b.crash("f5"));
+        assert!(!b.crash("f5"));
+        assert!(matches!(
+            vm.wait().await,
+            VmExit::Failed {
+                signal: Some(_),
+                ..
+            }
+        ));
+        // The session sees the channel drop.
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while rx.recv().await.is_some() {}
+        })
+        .await
+        .unwrap();
+        assert!(s.is_closed() || s.send(HostMessage::Ping { nonce: 1 }).await.is_err());
+        assert_eq!(b.boots(), 3);
+    }
+
+    #[tokio::test]
+    async fn kill_stops_running_processes() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = FakeBackend::new();
+        let vm = b.boot(&spec(dir.path(), "f6")).await.unwrap();
+        let (s, mut rx, _) = hello(vm.as_ref()).await;
+        let out = s.open_stream();
+        let err = s.open_stream();
+        let pidfile = dir.path().join("sleep.pid");
+        let script = format!("echo $$ > {}; exec sleep 100", pidfile.display());
+        s.send(HostMessage::Spawn {
+            id: 9,
+            spec: ProcessSpec {
+                argv: vec!["sh".into(), "-c".into(), script],
+                env: vec![],
+                cwd: None,
+            },
+            stdin: None,
+            stdout: out.id(),
+            stderr: err.id(),
+        })
+        .await
+        .unwrap();
+        loop {
+            if let Some(GuestMessage::Spawned { .. }) = rx.recv().await {
+                break;
+            }
+        }
+        let pid: i32 = loop {
+            if let Ok(t) = std::fs::read_to_string(&pidfile) {
+                if let Ok(p) = t.trim().parse() {
+                    break p;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        vm.kill().await.unwrap();
+        let mut alive = true;
+        for _ in 0..400 {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"));
+            if stat.map_or(true, |s| s.contains(") Z ")) {
+                alive = false;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(!alive, "process {pid} survived kill");
+    }
+
+    #[tokio::test]
+    async fn snapshots_are_unsupported() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = FakeBackend::new();
+        let vm = b.boot(&spec(dir.path(), "f7")).await.unwrap();
+        assert!(matches!(
+            vm.snapshot(dir.path()).await,
+            Err(VmmError::Unsupported { .. })
+        ));
+        let snap = SnapshotRef {
+            dir: dir.path().into(),
+        };
+        assert!(matches!(
+            b.restore(&spec(dir.path(), "f8"), &snap).await,
+            Err(VmmError::Unsupported { .. })
+        ));
+    }
+}

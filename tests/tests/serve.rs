@@ -1,0 +1,231 @@
+//! Serve mode end to end: real VMs behind the router, real clients (HTTP, TCP, gRPC via
+//! python3-grpcio, WebSocket via python3-websockets), wake-on-connect and scale to zero.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use aegis_api::{Instance, InstanceState};
+use aegis_tests::{code, stderr, stdout, TestDaemon};
+
+/// Creates an instance with `aegis run --detach` and returns it.
+fn serve(d: &TestDaemon, args: &[&str]) -> Instance {
+    let mut full = vec!["run", "--detach"];
+    full.extend_from_slice(args);
+    let o = d.aegis(&full);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    inspect(d, stdout(&o).trim())
+}
+
+fn inspect(d: &TestDaemon, id: &str) -> Instance {
+    let o = d.aegis(&["instance", "inspect", id]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn wait_state(d: &TestDaemon, id: &str, want: InstanceState, within: Duration) -> Instance {
+    let deadline = Instant::now() + within;
+    loop {
+        let i = inspect(d, id);
+        if i.state == want {
+            return i;
+        }
+        assert!(Instant::now() < deadline, "instance never became {want:?}: {i:?}\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A plain HTTP/1.1 GET; returns (status, body).
+fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(120)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {resp:?}")))?;
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Ok((status, body))
+}
+
+fn port(i: &Instance, guest: u16) -> u16 {
+    i.endpoints.iter().find(|e| e.guest_port == guest).expect("endpoint").host_port
+}
+
+#[test]
+fn http_wakes_from_cold_paused_and_terminated() {
+    let d = TestDaemon::start("qemu");
+    let i = serve(
+        &d,
+        &["--name", "web", "--expose", "8000:http", "--pause-after", "2s", "--terminate-after", "3s",
+          "--", "python3", "-m", "http.server", "8000"],
+    );
+    assert_eq!(i.state, InstanceState::Terminated, "nothing runs until a connection arrives");
+    let p = port(&i, 8000);
+    // Cold: the first request boots the VM and is held until the app listens.
+    let (status, body) = http_get(p, "/").unwrap();
+    assert_eq!(status, 200);
+    assert!(body.contains("Directory listing"), "{body}");
+    // Idle: paused, RAM kept; the next request resumes it.
+    wait_state(&d, "web", InstanceState::Paused, Duration::from_secs(30));
+    assert_eq!(http_get(p, "/").unwrap().0, 200);
+    let i = inspect(&d, "web");
+    assert!(i.stats.resumes >= 1, "{:?}", i.stats);
+    // Longer idle: terminated; the next request brings it back (snapshot restore or cold boot).
+    wait_state(&d, "web", InstanceState::Terminated, Duration::from_secs(60));
+    assert_eq!(d.vmm_processes().len(), 0, "a terminated instance has no VMM process");
+    assert_eq!(http_get(p, "/").unwrap().0, 200);
+    let i = inspect(&d, "web");
+    assert_eq!(i.stats.cold_boots + i.stats.snapshot_restores, 2, "{:?}", i.stats);
+    // The shared router port routes by Host name.
+    let status: aegis_api::Status = serde_json::from_slice(&d.aegis(&["status", "--json"]).stdout).unwrap();
+    let shared: u16 = status.router_addr.rsplit(':').next().unwrap().parse().unwrap();
+    let mut s = TcpStream::connect(("127.0.0.1", shared)).unwrap();
+    write!(s, "GET / HTTP/1.1\r\nHost: web.localhost:{shared}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.0 200") || resp.starts_with("HTTP/1.1 200"), "{resp}");
+    let o = d.aegis(&["instance", "rm", "web"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    d.assert_no_leftovers();
+}
+
+const TCP_ECHO: &str = r#"import socketserver
+class H(socketserver.StreamRequestHandler):
+    def handle(self):
+        for line in self.rfile:
+            self.wfile.write(line)
+socketserver.ThreadingTCPServer.allow_reuse_address = True
+socketserver.ThreadingTCPServer(('0.0.0.0', 7000), H).serve_forever()
+"#;
+
+#[test]
+fn tcp_client_connecting_to_a_terminated_instance_gets_its_echo() {
+    let d = TestDaemon::start("qemu");
+    let i = serve(&d, &["--expose", "7000:tcp", "--", "python3", "-c", TCP_ECHO]);
+    assert_eq!(i.state, InstanceState::Terminated);
+    let mut s = TcpStream::connect(("127.0.0.1", port(&i, 7000))).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    s.write_all(b"hello through a sleeping VM\n").unwrap();
+    let mut buf = [0u8; 28];
+    s.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"hello through a sleeping VM\n");
+}
+
+/// `python3 -m http.server` with a listen backlog of 128 instead of 5: fifty simultaneous
+/// connections would otherwise overflow the app's own accept queue, inside the guest.
+const BUSY_HTTP: &str = r#"import http.server
+class S(http.server.ThreadingHTTPServer):
+    request_queue_size = 128
+S(('0.0.0.0', 8000), http.server.SimpleHTTPRequestHandler).serve_forever()
+"#;
+
+#[test]
+fn fifty_concurrent_clients_cause_one_wake() {
+    let d = TestDaemon::start("qemu");
+    let i = serve(&d, &["--expose", "8000:http", "--", "python3", "-c", BUSY_HTTP]);
+    let p = port(&i, 8000);
+    let clients: Vec<_> = (0..50).map(|_| std::thread::spawn(move || http_get(p, "/"))).collect();
+    let statuses: Vec<_> = clients.into_iter().map(|c| c.join().unwrap().map(|r| r.0).ok()).collect();
+    assert!(statuses.iter().all(|s| *s == Some(200)), "{statuses:?}");
+    let i = inspect(&d, &i.id);
+    assert_eq!(i.stats.cold_boots + i.stats.snapshot_restores, 1, "one wake: {:?}", i.stats);
+}
+
+const SLOW_HTTP: &str = r#"import http.server, time
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path == '/slow':
+            time.sleep(30)
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b'ok')
+http.server.ThreadingHTTPServer(('0.0.0.0', 8000), H).serve_forever()
+"#;
+
+#[test]
+fn a_vm_killed_while_serving_gives_502_then_wakes_fresh() {
+    let d = TestDaemon::start("qemu");
+    let i = serve(&d, &["--expose", "8000:http", "--", "python3", "-c", SLOW_HTTP]);
+    let p = port(&i, 8000);
+    assert_eq!(http_get(p, "/").unwrap().0, 200);
+    let in_flight = std::thread::spawn(move || http_get(p, "/slow"));
+    std::thread::sleep(Duration::from_secs(1));
+    let vmms = d.vmm_processes();
+    assert_eq!(vmms.len(), 1, "{vmms:?}");
+    // SAFETY: signalling the VMM process this test's daemon started.
+    unsafe { libc::kill(vmms[0] as i32, libc::SIGKILL) };
+    let (status, _) = in_flight.join().unwrap().unwrap();
+    assert_eq!(status, 502, "an in-flight request gets a clean 502");
+    wait_state(&d, &i.id, InstanceState::Terminated, Duration::from_secs(30));
+    assert_eq!(http_get(p, "/").unwrap().0, 200, "the next request wakes a fresh VM");
+    let i = inspect(&d, &i.id);
+    assert!(i.last_error.unwrap_or_default().contains("stopped unexpectedly"));
+}
+
+const GRPC_SERVER: &str = r#"import grpc, concurrent.futures, time
+h = grpc.method_handlers_generic_handler('echo.Echo', {'Say': grpc.unary_unary_rpc_method_handler(lambda req, ctx: b'echo:' + req)})
+s = grpc.server(concurrent.futures.ThreadPoolExecutor(4))
+s.add_generic_rpc_handlers((h,))
+s.add_insecure_port('127.0.0.1:50051')
+s.start()
+s.wait_for_termination()
+"#;
+
+const GRPC_CLIENT: &str = r#"import grpc, sys
+ch = grpc.insecure_channel('127.0.0.1:' + sys.argv[1])
+say = ch.unary_unary('/echo.Echo/Say')
+print(say(b'hi', timeout=120).decode())
+"#;
+
+#[test]
+fn grpc_client_connecting_while_paused_is_answered() {
+    let d = TestDaemon::start("qemu");
+    let i = serve(
+        &d,
+        &["--expose", "50051:grpc", "--pause-after", "1s", "--", "python3", "-c", GRPC_SERVER],
+    );
+    let p = port(&i, 50051).to_string();
+    let call = || Command::new("/usr/bin/python3").args(["-c", GRPC_CLIENT, &p]).output().unwrap();
+    let o = call();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(stdout(&o), "echo:hi\n");
+    wait_state(&d, &i.id, InstanceState::Paused, Duration::from_secs(30));
+    let o = call();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(stdout(&o), "echo:hi\n");
+    assert!(inspect(&d, &i.id).stats.resumes >= 1);
+}
+
+const WS_SERVER: &str = r#"import asyncio, websockets
+async def echo(ws, path=None):
+    async for m in ws:
+        await ws.send(m)
+async def main():
+    async with websockets.serve(echo, '127.0.0.1', 8765):
+        await asyncio.Future()
+asyncio.run(main())
+"#;
+
+const WS_CLIENT: &str = r#"import asyncio, sys, websockets
+async def main():
+    async with websockets.connect('ws://127.0.0.1:' + sys.argv[1], open_timeout=120) as ws:
+        await ws.send('ping over a waking VM')
+        print(await ws.recv())
+asyncio.run(main())
+"#;
+
+#[test]
+fn websocket_opened_during_wake_echoes() {
+    let d = TestDaemon::start("qemu");
+    let i = serve(&d, &["--expose", "8765:websocket", "--", "python3", "-c", WS_SERVER]);
+    assert_eq!(i.state, InstanceState::Terminated);
+    let p = port(&i, 8765).to_string();
+    let o = Command::new("/usr/bin/python3").args(["-c", WS_CLIENT, &p]).output().unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(stdout(&o), "ping over a waking VM\n");
+}
