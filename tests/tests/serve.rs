@@ -31,7 +31,11 @@ fn wait_state(d: &TestDaemon, id: &str, want: InstanceState, within: Duration) -
         if i.state == want {
             return i;
         }
-        assert!(Instant::now() < deadline, "instance never became {want:?}: {i:?}\n{}", d.log());
+        assert!(
+            Instant::now() < deadline,
+            "instance never became {want:?}: {i:?}\n{}",
+            d.log()
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -40,7 +44,10 @@ fn wait_state(d: &TestDaemon, id: &str, want: InstanceState, within: Duration) -
 fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(120)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )?;
     let mut resp = String::new();
     s.read_to_string(&mut resp)?;
     let status = resp
@@ -48,12 +55,19 @@ fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {resp:?}")))?;
-    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Ok((status, body))
 }
 
 fn port(i: &Instance, guest: u16) -> u16 {
-    i.endpoints.iter().find(|e| e.guest_port == guest).expect("endpoint").host_port
+    i.endpoints
+        .iter()
+        .find(|e| e.guest_port == guest)
+        .expect("endpoint")
+        .host_port
 }
 
 #[test]
@@ -61,10 +75,27 @@ fn http_wakes_from_cold_paused_and_terminated() {
     let d = TestDaemon::start("qemu");
     let i = serve(
         &d,
-        &["--name", "web", "--expose", "8000:http", "--pause-after", "2s", "--terminate-after", "3s",
-          "--", "python3", "-m", "http.server", "8000"],
+        &[
+            "--name",
+            "web",
+            "--expose",
+            "8000:http",
+            "--pause-after",
+            "2s",
+            "--terminate-after",
+            "3s",
+            "--",
+            "python3",
+            "-m",
+            "http.server",
+            "8000",
+        ],
     );
-    assert_eq!(i.state, InstanceState::Terminated, "nothing runs until a connection arrives");
+    assert_eq!(
+        i.state,
+        InstanceState::Terminated,
+        "nothing runs until a connection arrives"
+    );
     let p = port(&i, 8000);
     // Cold: the first request boots the VM and is held until the app listens.
     let (status, body) = http_get(p, "/").unwrap();
@@ -76,19 +107,47 @@ fn http_wakes_from_cold_paused_and_terminated() {
     let i = inspect(&d, "web");
     assert!(i.stats.resumes >= 1, "{:?}", i.stats);
     // Longer idle: terminated; the next request brings it back (snapshot restore or cold boot).
-    wait_state(&d, "web", InstanceState::Terminated, Duration::from_secs(60));
-    assert_eq!(d.vmm_processes().len(), 0, "a terminated instance has no VMM process");
+    wait_state(
+        &d,
+        "web",
+        InstanceState::Terminated,
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        d.vmm_processes().len(),
+        0,
+        "a terminated instance has no VMM process"
+    );
     assert_eq!(http_get(p, "/").unwrap().0, 200);
     let i = inspect(&d, "web");
-    assert_eq!(i.stats.cold_boots + i.stats.snapshot_restores, 2, "{:?}", i.stats);
+    assert_eq!(
+        i.stats.cold_boots + i.stats.snapshot_restores,
+        2,
+        "{:?}",
+        i.stats
+    );
     // The shared router port routes by Host name.
-    let status: aegis_api::Status = serde_json::from_slice(&d.aegis(&["status", "--json"]).stdout).unwrap();
-    let shared: u16 = status.router_addr.rsplit(':').next().unwrap().parse().unwrap();
+    let status: aegis_api::Status =
+        serde_json::from_slice(&d.aegis(&["status", "--json"]).stdout).unwrap();
+    let shared: u16 = status
+        .router_addr
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     let mut s = TcpStream::connect(("127.0.0.1", shared)).unwrap();
-    write!(s, "GET / HTTP/1.1\r\nHost: web.localhost:{shared}\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET / HTTP/1.1\r\nHost: web.localhost:{shared}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
-    assert!(resp.starts_with("HTTP/1.0 200") || resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(
+        resp.starts_with("HTTP/1.0 200") || resp.starts_with("HTTP/1.1 200"),
+        "{resp}"
+    );
     let o = d.aegis(&["instance", "rm", "web"]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     d.assert_no_leftovers();
@@ -106,7 +165,10 @@ socketserver.ThreadingTCPServer(('0.0.0.0', 7000), H).serve_forever()
 #[test]
 fn tcp_client_connecting_to_a_terminated_instance_gets_its_echo() {
     let d = TestDaemon::start("qemu");
-    let i = serve(&d, &["--expose", "7000:tcp", "--", "python3", "-c", TCP_ECHO]);
+    let i = serve(
+        &d,
+        &["--expose", "7000:tcp", "--", "python3", "-c", TCP_ECHO],
+    );
     assert_eq!(i.state, InstanceState::Terminated);
     let mut s = TcpStream::connect(("127.0.0.1", port(&i, 7000))).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
@@ -127,13 +189,26 @@ S(('0.0.0.0', 8000), http.server.SimpleHTTPRequestHandler).serve_forever()
 #[test]
 fn fifty_concurrent_clients_cause_one_wake() {
     let d = TestDaemon::start("qemu");
-    let i = serve(&d, &["--expose", "8000:http", "--", "python3", "-c", BUSY_HTTP]);
+    let i = serve(
+        &d,
+        &["--expose", "8000:http", "--", "python3", "-c", BUSY_HTTP],
+    );
     let p = port(&i, 8000);
-    let clients: Vec<_> = (0..50).map(|_| std::thread::spawn(move || http_get(p, "/"))).collect();
-    let statuses: Vec<_> = clients.into_iter().map(|c| c.join().unwrap().map(|r| r.0).ok()).collect();
+    let clients: Vec<_> = (0..50)
+        .map(|_| std::thread::spawn(move || http_get(p, "/")))
+        .collect();
+    let statuses: Vec<_> = clients
+        .into_iter()
+        .map(|c| c.join().unwrap().map(|r| r.0).ok())
+        .collect();
     assert!(statuses.iter().all(|s| *s == Some(200)), "{statuses:?}");
     let i = inspect(&d, &i.id);
-    assert_eq!(i.stats.cold_boots + i.stats.snapshot_restores, 1, "one wake: {:?}", i.stats);
+    assert_eq!(
+        i.stats.cold_boots + i.stats.snapshot_restores,
+        1,
+        "one wake: {:?}",
+        i.stats
+    );
 }
 
 const SLOW_HTTP: &str = r#"import http.server, time
@@ -150,7 +225,10 @@ http.server.ThreadingHTTPServer(('0.0.0.0', 8000), H).serve_forever()
 #[test]
 fn a_vm_killed_while_serving_gives_502_then_wakes_fresh() {
     let d = TestDaemon::start("qemu");
-    let i = serve(&d, &["--expose", "8000:http", "--", "python3", "-c", SLOW_HTTP]);
+    let i = serve(
+        &d,
+        &["--expose", "8000:http", "--", "python3", "-c", SLOW_HTTP],
+    );
     let p = port(&i, 8000);
     assert_eq!(http_get(p, "/").unwrap().0, 200);
     let in_flight = std::thread::spawn(move || http_get(p, "/slow"));
@@ -161,10 +239,22 @@ fn a_vm_killed_while_serving_gives_502_then_wakes_fresh() {
     unsafe { libc::kill(vmms[0] as i32, libc::SIGKILL) };
     let (status, _) = in_flight.join().unwrap().unwrap();
     assert_eq!(status, 502, "an in-flight request gets a clean 502");
-    wait_state(&d, &i.id, InstanceState::Terminated, Duration::from_secs(30));
-    assert_eq!(http_get(p, "/").unwrap().0, 200, "the next request wakes a fresh VM");
+    wait_state(
+        &d,
+        &i.id,
+        InstanceState::Terminated,
+        Duration::from_secs(30),
+    );
+    assert_eq!(
+        http_get(p, "/").unwrap().0,
+        200,
+        "the next request wakes a fresh VM"
+    );
     let i = inspect(&d, &i.id);
-    assert!(i.last_error.unwrap_or_default().contains("stopped unexpectedly"));
+    assert!(i
+        .last_error
+        .unwrap_or_default()
+        .contains("stopped unexpectedly"));
 }
 
 const GRPC_SERVER: &str = r#"import grpc, concurrent.futures, time
@@ -187,10 +277,24 @@ fn grpc_client_connecting_while_paused_is_answered() {
     let d = TestDaemon::start("qemu");
     let i = serve(
         &d,
-        &["--expose", "50051:grpc", "--pause-after", "1s", "--", "python3", "-c", GRPC_SERVER],
+        &[
+            "--expose",
+            "50051:grpc",
+            "--pause-after",
+            "1s",
+            "--",
+            "python3",
+            "-c",
+            GRPC_SERVER,
+        ],
     );
     let p = port(&i, 50051).to_string();
-    let call = || Command::new("/usr/bin/python3").args(["-c", GRPC_CLIENT, &p]).output().unwrap();
+    let call = || {
+        Command::new("/usr/bin/python3")
+            .args(["-c", GRPC_CLIENT, &p])
+            .output()
+            .unwrap()
+    };
     let o = call();
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert_eq!(stdout(&o), "echo:hi\n");
@@ -222,10 +326,23 @@ asyncio.run(main())
 #[test]
 fn websocket_opened_during_wake_echoes() {
     let d = TestDaemon::start("qemu");
-    let i = serve(&d, &["--expose", "8765:websocket", "--", "python3", "-c", WS_SERVER]);
+    let i = serve(
+        &d,
+        &[
+            "--expose",
+            "8765:websocket",
+            "--",
+            "python3",
+            "-c",
+            WS_SERVER,
+        ],
+    );
     assert_eq!(i.state, InstanceState::Terminated);
     let p = port(&i, 8765).to_string();
-    let o = Command::new("/usr/bin/python3").args(["-c", WS_CLIENT, &p]).output().unwrap();
+    let o = Command::new("/usr/bin/python3")
+        .args(["-c", WS_CLIENT, &p])
+        .output()
+        .unwrap();
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert_eq!(stdout(&o), "ping over a waking VM\n");
 }

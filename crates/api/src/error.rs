@@ -45,7 +45,12 @@ pub struct ErrorBody {
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ApiError { error: ErrorBody { code, message: message.into() } }
+        ApiError {
+            error: ErrorBody {
+                code,
+                message: message.into(),
+            },
+        }
     }
 }
 

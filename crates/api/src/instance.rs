@@ -191,8 +191,14 @@ mod tests {
     #[test]
     fn protocols_parse() {
         assert_eq!("HTTP".parse::<PortProtocol>().unwrap(), PortProtocol::Http);
-        assert_eq!("ws".parse::<PortProtocol>().unwrap(), PortProtocol::Websocket);
-        assert!("udp".parse::<PortProtocol>().unwrap_err().contains("unknown protocol"));
+        assert_eq!(
+            "ws".parse::<PortProtocol>().unwrap(),
+            PortProtocol::Websocket
+        );
+        assert!("udp"
+            .parse::<PortProtocol>()
+            .unwrap_err()
+            .contains("unknown protocol"));
     }
 
     #[test]

@@ -12,7 +12,8 @@ pub mod task;
 
 pub use error::{ApiError, ErrorCode};
 pub use instance::{
-    CreateInstance, Endpoint, IdlePolicy, Instance, InstanceState, PortProtocol, PortSpec, WakeStats,
+    CreateInstance, Endpoint, IdlePolicy, Instance, InstanceState, PortProtocol, PortSpec,
+    WakeStats,
 };
 pub use status::{CapabilitiesInfo, Status};
 pub use task::{CreateTask, OutputEvent, StreamName, Task, TaskState};

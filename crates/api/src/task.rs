@@ -132,7 +132,11 @@ pub enum StreamName {
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum OutputEvent {
     /// Bytes of one stream, starting at byte `offset` of that stream. `data` is base64.
-    Output { stream: StreamName, offset: u64, data: String },
+    Output {
+        stream: StreamName,
+        offset: u64,
+        data: String,
+    },
     /// The feed is complete: the task ended and every byte was sent.
     End { task: Box<Task> },
 }

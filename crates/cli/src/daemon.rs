@@ -74,7 +74,10 @@ fn is_zombie(pid: i32) -> bool {
     // /proc/<pid>/stat: "pid (comm) S ..."; comm may contain spaces and parentheses.
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('Z')))
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
         .unwrap_or(false)
 }
 

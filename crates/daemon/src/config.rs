@@ -31,7 +31,11 @@ impl Config {
         let backend = backend
             .parse::<BackendChoice>()
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        Ok(Config { home, backend, router_addr: DEFAULT_ROUTER_ADDR.parse()? })
+        Ok(Config {
+            home,
+            backend,
+            router_addr: DEFAULT_ROUTER_ADDR.parse()?,
+        })
     }
 
     pub fn socket(&self) -> PathBuf {
@@ -63,10 +67,9 @@ impl Config {
             return PathBuf::from(p);
         }
         let installed = beside_current_exe("aegis-harness");
-        let in_target_dir = installed
-            .parent()
-            .and_then(Path::parent)
-            .is_some_and(|t| t.join(".rustc_info.json").exists() || t.join("CACHEDIR.TAG").exists());
+        let in_target_dir = installed.parent().and_then(Path::parent).is_some_and(|t| {
+            t.join(".rustc_info.json").exists() || t.join("CACHEDIR.TAG").exists()
+        });
         if in_target_dir {
             if let Some(target) = installed.parent().and_then(Path::parent) {
                 return target.join("x86_64-unknown-linux-gnu/harness/aegis-harness");

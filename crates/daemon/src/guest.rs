@@ -146,7 +146,11 @@ mod tests {
     #[test]
     fn detects_dynamic_executables() {
         // The test binary itself is dynamically linked; /dev/null is not an ELF at all.
-        assert!(super::is_dynamically_linked(&std::env::current_exe().unwrap()));
-        assert!(!super::is_dynamically_linked(std::path::Path::new("/dev/null")));
+        assert!(super::is_dynamically_linked(
+            &std::env::current_exe().unwrap()
+        ));
+        assert!(!super::is_dynamically_linked(std::path::Path::new(
+            "/dev/null"
+        )));
     }
 }

@@ -19,7 +19,10 @@ pub const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
     #[error("cannot prepare the VM directory {dir}: {source}")]
-    Prepare { dir: PathBuf, source: std::io::Error },
+    Prepare {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot create the scratch disk: {0}")]
     Scratch(String),
     #[error(transparent)]
@@ -64,8 +67,16 @@ pub fn vm_spec(
         vcpus,
         memory_mib,
         disks: vec![
-            Disk { path: assets.rootfs, read_only: true, serial: "aegis-root".into() },
-            Disk { path: scratch.to_path_buf(), read_only: false, serial: "aegis-scratch".into() },
+            Disk {
+                path: assets.rootfs,
+                read_only: true,
+                serial: "aegis-root".into(),
+            },
+            Disk {
+                path: scratch.to_path_buf(),
+                read_only: false,
+                serial: "aegis-scratch".into(),
+            },
         ],
         run_dir: run_dir.to_path_buf(),
     }
@@ -86,8 +97,14 @@ pub async fn launch(backend: &dyn Backend, spec: LaunchSpec) -> Result<GuestVm, 
     .await
     .map_err(|e| LaunchError::Scratch(e.to_string()))?
     .map_err(|e| LaunchError::Scratch(e.to_string()))?;
-    let spec =
-        vm_spec(&spec.vm_id, &spec.run_dir, spec.assets, &scratch, spec.vcpus, spec.memory_mib);
+    let spec = vm_spec(
+        &spec.vm_id,
+        &spec.run_dir,
+        spec.assets,
+        &scratch,
+        spec.vcpus,
+        spec.memory_mib,
+    );
     let vm = backend.boot(&spec).await?;
     attach(Arc::from(vm), None).await
 }
@@ -97,9 +114,12 @@ pub async fn launch(backend: &dyn Backend, spec: LaunchSpec) -> Result<GuestVm, 
 /// failure the VM is killed.
 pub async fn attach(vm: Arc<dyn Vm>, first_stream: Option<u32>) -> Result<GuestVm, LaunchError> {
     match handshake(vm.as_ref(), first_stream).await {
-        Ok((session, events, kernel_release)) => {
-            Ok(GuestVm { vm, session, events, kernel_release })
-        }
+        Ok((session, events, kernel_release)) => Ok(GuestVm {
+            vm,
+            session,
+            events,
+            kernel_release,
+        }),
         Err(reason) => {
             let console = last_lines(&vm.console_tail(), 5);
             let _ = vm.kill().await;
@@ -119,12 +139,18 @@ async fn handshake(
             session.allocate_streams_from(first);
         }
         session
-            .send(HostMessage::Hello { protocol: PROTOCOL_VERSION })
+            .send(HostMessage::Hello {
+                protocol: PROTOCOL_VERSION,
+            })
             .await
             .map_err(|e| e.to_string())?;
         loop {
             match events.recv().await {
-                Some(GuestMessage::Hello { protocol, kernel_release, .. }) => {
+                Some(GuestMessage::Hello {
+                    protocol,
+                    kernel_release,
+                    ..
+                }) => {
                     if protocol != PROTOCOL_VERSION {
                         return Err(format!(
                             "the guest harness speaks protocol {protocol}, aegisd speaks \
@@ -170,7 +196,10 @@ impl GuestVm {
                 }
             };
             if tokio::time::timeout(grace, polite).await.is_err() {
-                tracing::debug!(vm = self.vm.id(), "guest did not power off in time; killing");
+                tracing::debug!(
+                    vm = self.vm.id(),
+                    "guest did not power off in time; killing"
+                );
             }
         }
         self.session.close();
@@ -183,7 +212,11 @@ impl GuestVm {
 
 /// The last `n` non-empty lines of `text`, joined on one line.
 pub fn last_lines(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
     let tail = &lines[lines.len().saturating_sub(n)..];
     if tail.is_empty() {
         "(none)".into()
@@ -197,7 +230,9 @@ pub fn describe_exit(exit: &VmExit) -> String {
         VmExit::PoweredOff => "guest powered off".into(),
         VmExit::Killed => "killed by aegisd".into(),
         VmExit::Failed { code: Some(c), .. } => format!("VMM exited with status {c}"),
-        VmExit::Failed { signal: Some(s), .. } => format!("VMM killed by signal {s}"),
+        VmExit::Failed {
+            signal: Some(s), ..
+        } => format!("VMM killed by signal {s}"),
         VmExit::Failed { .. } => "VMM failed".into(),
     }
 }

@@ -1,8 +1,8 @@
 //! End to end: the static harness as PID 1 of a real microVM under QEMU.
 //!
-//! Runs only when `AEGIS_TEST_KERNEL` (a vmlinux) and `AEGIS_TEST_IMAGE` (a base image,
-//! e.g. `~/.aegis/cache/images/busybox/rootfs.ext4`) are set; otherwise it says why and
-//! passes. The harness binary is `AEGIS_TEST_HARNESS`, default the static build:
+//! Boots the kernel and busybox image of the Aegis home (`aegis setup` builds them), or
+//! `AEGIS_TEST_KERNEL` (a vmlinux) and `AEGIS_TEST_IMAGE` (a base image); fails with
+//! instructions when they are missing. The harness binary is `AEGIS_TEST_HARNESS`, default the static build:
 //!
 //! ```sh
 //! RUSTFLAGS="-C target-feature=+crt-static" cargo build --profile harness -p aegis-harness \
@@ -247,11 +247,16 @@ fn ms(d: Duration) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn boots_serves_and_shuts_down() {
-    let (Some(kernel), Some(image)) = (env_path("AEGIS_TEST_KERNEL"), env_path("AEGIS_TEST_IMAGE"))
-    else {
-        eprintln!("skipped: set AEGIS_TEST_KERNEL and AEGIS_TEST_IMAGE to boot a real guest");
-        return;
-    };
+    // The guest artefacts of the Aegis home (or the env overrides); missing ones fail the test
+    // with instructions: a real-VM test never passes without a VM.
+    let layout = aegis_image::Layout::from_env().expect("Aegis home");
+    let kernel = env_path("AEGIS_TEST_KERNEL")
+        .or_else(|| aegis_image::find_kernel(&layout))
+        .expect("no guest kernel: run `aegis setup` (or set AEGIS_TEST_KERNEL)");
+    let image = env_path("AEGIS_TEST_IMAGE").unwrap_or_else(|| {
+        aegis_image::image_path(&layout, "busybox")
+            .expect("no busybox image: run `aegis setup` (or set AEGIS_TEST_IMAGE)")
+    });
     let harness = env_path("AEGIS_TEST_HARNESS").unwrap_or_else(|| {
         Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../target/x86_64-unknown-linux-gnu/harness/aegis-harness")

@@ -26,7 +26,10 @@ impl Registry {
     }
 
     pub fn delete_instance(&self, id: &str) -> Result<bool> {
-        Ok(self.conn().execute("DELETE FROM instances WHERE id = ?1", [id])? > 0)
+        Ok(self
+            .conn()
+            .execute("DELETE FROM instances WHERE id = ?1", [id])?
+            > 0)
     }
 
     pub fn list_instances(&self) -> Result<Vec<InstanceRecord>> {
@@ -35,12 +38,21 @@ impl Registry {
             "SELECT id, name, target, endpoints, created_at FROM instances ORDER BY created_at, id",
         )?;
         let rows = stmt.query_map([], |r| {
-            Ok((r.get::<_, String>(0)?, r.get(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get(4)?))
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get(4)?,
+            ))
         })?;
         let mut out = vec![];
         for row in rows {
             let (id, name, target, endpoints, created_at) = row?;
-            let corrupt = |e: serde_json::Error| RegistryError::Corrupt { id: id.clone(), detail: e.to_string() };
+            let corrupt = |e: serde_json::Error| RegistryError::Corrupt {
+                id: id.clone(),
+                detail: e.to_string(),
+            };
             out.push(InstanceRecord {
                 target: serde_json::from_str(&target).map_err(corrupt)?,
                 endpoints: serde_json::from_str(&endpoints).map_err(corrupt)?,
@@ -66,7 +78,11 @@ mod tests {
             name: "web".into(),
             target: CreateInstance {
                 command: vec!["python3".into()],
-                expose: vec![PortSpec { guest_port: 80, host_port: None, protocol: PortProtocol::Http }],
+                expose: vec![PortSpec {
+                    guest_port: 80,
+                    host_port: None,
+                    protocol: PortProtocol::Http,
+                }],
                 ..Default::default()
             },
             endpoints: vec![Endpoint {
@@ -79,7 +95,10 @@ mod tests {
         };
         r.insert_instance(&rec).unwrap();
         assert_eq!(r.list_instances().unwrap(), vec![rec.clone()]);
-        let dup = InstanceRecord { id: "inst-2".into(), ..rec };
+        let dup = InstanceRecord {
+            id: "inst-2".into(),
+            ..rec
+        };
         assert!(r.insert_instance(&dup).is_err(), "names are unique");
         assert!(r.delete_instance("inst-1").unwrap());
         assert!(r.list_instances().unwrap().is_empty());

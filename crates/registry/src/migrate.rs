@@ -8,8 +8,14 @@ use crate::{RegistryError, Result};
 
 /// Every migration, in order. Never edit a released one: add a new file.
 const MIGRATIONS: &[(&str, &str)] = &[
-    ("0001_initial", include_str!("../migrations/0001_initial.sql")),
-    ("0002_instances", include_str!("../migrations/0002_instances.sql")),
+    (
+        "0001_initial",
+        include_str!("../migrations/0001_initial.sql"),
+    ),
+    (
+        "0002_instances",
+        include_str!("../migrations/0002_instances.sql"),
+    ),
 ];
 
 pub(crate) fn apply(conn: &mut Connection, path: &Path) -> Result<()> {

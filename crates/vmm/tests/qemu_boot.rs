@@ -181,8 +181,12 @@ impl Guest {
     /// Starts a process that runs on in the background.
     async fn start(&mut self, argv: &[&str]) {
         let (id, out, err) = self.spawn(argv).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
-            match self.events.recv().await.expect("session ended") {
+            let msg = tokio::time::timeout_at(deadline, self.events.recv())
+                .await
+                .unwrap_or_else(|_| panic!("{argv:?} not spawned within 60 s"));
+            match msg.expect("session ended") {
                 GuestMessage::Spawned { id: i, .. } if i == id => break,
                 GuestMessage::SpawnFailed { id: i, error } if i == id => {
                     panic!("spawn {argv:?} failed: {error:?}")
@@ -194,8 +198,15 @@ impl Guest {
         self.keep.push(err);
     }
 
-    /// Runs a process to completion: (stdout, stderr, status).
+    /// Runs a process to completion: (stdout, stderr, status). Panics after a minute.
     async fn run(&mut self, argv: &[&str]) -> (String, String, ExitStatus) {
+        match tokio::time::timeout(Duration::from_secs(60), self.run_inner(argv)).await {
+            Ok(r) => r,
+            Err(_) => panic!("{argv:?} did not finish within 60 s"),
+        }
+    }
+
+    async fn run_inner(&mut self, argv: &[&str]) -> (String, String, ExitStatus) {
         let (id, out, err) = self.spawn(argv).await;
         let (mut out_rx, _out_tx) = out.into_split();
         let (mut err_rx, _err_tx) = err.into_split();
@@ -372,7 +383,9 @@ async fn qemu_boot_pause_snapshot_restore() {
         .await
         .expect("restore");
     let restore_running = t.elapsed();
+    eprintln!("DEBUG restore returned at {:?}", t.elapsed());
     let mut guest = Guest::hello(vm.as_ref()).await;
+    eprintln!("DEBUG hello after restore ok at {:?}", t.elapsed());
     let restore_to_hello = t.elapsed();
     assert_eq!(
         guest.boot_id, old_boot_id,

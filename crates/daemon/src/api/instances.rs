@@ -16,30 +16,48 @@ pub async fn create(
     body: Bytes,
 ) -> Result<(StatusCode, Json<Instance>), Error> {
     let req: CreateInstance = parse_body(&body)?;
-    Ok((StatusCode::CREATED, Json(d.instances.create(&d, req).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(d.instances.create(&d, req).await?),
+    ))
 }
 
 pub async fn list(State(d): State<Arc<Daemon>>) -> Json<Vec<Instance>> {
     Json(d.instances.list())
 }
 
-pub async fn get(State(d): State<Arc<Daemon>>, Path(id): Path<String>) -> Result<Json<Instance>, Error> {
+pub async fn get(
+    State(d): State<Arc<Daemon>>,
+    Path(id): Path<String>,
+) -> Result<Json<Instance>, Error> {
     Ok(Json(d.instances.get(&id)?.view()))
 }
 
-pub async fn pause(State(d): State<Arc<Daemon>>, Path(id): Path<String>) -> Result<Json<Instance>, Error> {
+pub async fn pause(
+    State(d): State<Arc<Daemon>>,
+    Path(id): Path<String>,
+) -> Result<Json<Instance>, Error> {
     Ok(Json(d.instances.pause(&id).await?))
 }
 
-pub async fn resume(State(d): State<Arc<Daemon>>, Path(id): Path<String>) -> Result<Json<Instance>, Error> {
+pub async fn resume(
+    State(d): State<Arc<Daemon>>,
+    Path(id): Path<String>,
+) -> Result<Json<Instance>, Error> {
     Ok(Json(d.instances.resume(&id).await?))
 }
 
-pub async fn stop(State(d): State<Arc<Daemon>>, Path(id): Path<String>) -> Result<Json<Instance>, Error> {
+pub async fn stop(
+    State(d): State<Arc<Daemon>>,
+    Path(id): Path<String>,
+) -> Result<Json<Instance>, Error> {
     Ok(Json(d.instances.stop(&id).await?))
 }
 
-pub async fn delete(State(d): State<Arc<Daemon>>, Path(id): Path<String>) -> Result<StatusCode, Error> {
+pub async fn delete(
+    State(d): State<Arc<Daemon>>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, Error> {
     d.instances.delete(&d, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -49,6 +67,8 @@ pub async fn logs(
     Path(id): Path<String>,
     Query(q): Query<OutputQuery>,
 ) -> Result<Response, Error> {
-    let rx = d.instances.logs(&d, &id, q.follow, (q.stdout_offset, q.stderr_offset))?;
+    let rx = d
+        .instances
+        .logs(&d, &id, q.follow, (q.stdout_offset, q.stderr_offset))?;
     Ok(ndjson_response(rx))
 }

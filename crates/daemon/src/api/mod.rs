@@ -24,8 +24,14 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/v1/tasks/{id}", get(tasks::get).delete(tasks::delete))
         .route("/v1/tasks/{id}/cancel", post(tasks::cancel))
         .route("/v1/tasks/{id}/output", get(tasks::output))
-        .route("/v1/instances", post(instances::create).get(instances::list))
-        .route("/v1/instances/{id}", get(instances::get).delete(instances::delete))
+        .route(
+            "/v1/instances",
+            post(instances::create).get(instances::list),
+        )
+        .route(
+            "/v1/instances/{id}",
+            get(instances::get).delete(instances::delete),
+        )
         .route("/v1/instances/{id}/pause", post(instances::pause))
         .route("/v1/instances/{id}/resume", post(instances::resume))
         .route("/v1/instances/{id}/stop", post(instances::stop))

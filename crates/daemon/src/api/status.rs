@@ -23,7 +23,11 @@ pub async fn status(State(d): State<Arc<Daemon>>) -> Json<Status> {
         },
         home: d.config.home.display().to_string(),
         tasks_running: d.tasks.running() as u32,
-        router_addr: d.router_addr.get().map(|a| a.to_string()).unwrap_or_default(),
+        router_addr: d
+            .router_addr
+            .get()
+            .map(|a| a.to_string())
+            .unwrap_or_default(),
         instances: d.instances.list().len() as u32,
     })
 }

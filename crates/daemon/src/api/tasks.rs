@@ -67,17 +67,24 @@ pub async fn output(
     Path(id): Path<String>,
     Query(q): Query<OutputQuery>,
 ) -> Result<Response, Error> {
-    let rx = d.tasks.output(&d, &id, q.follow, (q.stdout_offset, q.stderr_offset))?;
+    let rx = d
+        .tasks
+        .output(&d, &id, q.follow, (q.stdout_offset, q.stderr_offset))?;
     Ok(ndjson_response(rx))
 }
 
 /// Streams NDJSON lines as they are produced.
 pub fn ndjson_response(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Response {
     let stream = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|b| (Ok::<_, std::convert::Infallible>(b), rx))
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, std::convert::Infallible>(b), rx))
     });
     (
-        [(header::CONTENT_TYPE, "application/x-ndjson"), (header::CACHE_CONTROL, "no-cache")],
+        [
+            (header::CONTENT_TYPE, "application/x-ndjson"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
         Body::from_stream(stream),
     )
         .into_response()

@@ -31,7 +31,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Connector {
     /// Takes over the session's event stream.
-    pub fn start(session: Session, mut events: mpsc::Receiver<GuestMessage>, owner: String) -> Arc<Self> {
+    pub fn start(
+        session: Session,
+        mut events: mpsc::Receiver<GuestMessage>,
+        owner: String,
+    ) -> Arc<Self> {
         let pending: Arc<Pending> = Arc::default();
         let p = pending.clone();
         tokio::spawn(async move {
@@ -65,7 +69,12 @@ impl Connector {
         let id = stream.id();
         let (tx, rx) = oneshot::channel();
         lock(&self.pending).insert(id, tx);
-        if self.session.send(HostMessage::Connect { stream: id, port }).await.is_err() {
+        if self
+            .session
+            .send(HostMessage::Connect { stream: id, port })
+            .await
+            .is_err()
+        {
             lock(&self.pending).remove(&id);
             return Err(GuestConnectError::Closed);
         }
@@ -75,7 +84,10 @@ impl Connector {
             Ok(Err(_)) => Err(GuestConnectError::Closed),
             Err(_) => {
                 lock(&self.pending).remove(&id);
-                Err(GuestConnectError::Timeout { port, secs: timeout.as_secs() })
+                Err(GuestConnectError::Timeout {
+                    port,
+                    secs: timeout.as_secs(),
+                })
             }
         }
     }

@@ -70,13 +70,17 @@ pub fn validate(req: &CreateInstance, limits: &HostLimits) -> Result<(), ApiErro
         limits,
     )?;
     if req.expose.is_empty() {
-        return Err(bad("an instance must expose at least one port, e.g. `--expose 8000:http`".into()));
+        return Err(bad(
+            "an instance must expose at least one port, e.g. `--expose 8000:http`".into(),
+        ));
     }
     let mut guest = BTreeSet::new();
     let mut host = BTreeSet::new();
     for p in &req.expose {
         if p.guest_port == 0 {
-            return Err(bad("guest port 0 is not a port; name the port the app listens on".into()));
+            return Err(bad(
+                "guest port 0 is not a port; name the port the app listens on".into(),
+            ));
         }
         if !guest.insert(p.guest_port) {
             return Err(bad(format!("guest port {} is exposed twice", p.guest_port)));
@@ -90,7 +94,9 @@ pub fn validate(req: &CreateInstance, limits: &HostLimits) -> Result<(), ApiErro
     if let Some(name) = &req.name {
         let ok = !name.is_empty()
             && name.len() <= 63
-            && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
             && !name.starts_with('-');
         if !ok {
             return Err(bad(format!(
@@ -133,12 +139,22 @@ impl InstanceManager {
 
     /// Creates an instance: binds its ports, records it, and leaves it terminated; the first
     /// connection wakes it (scale to zero from the start).
-    pub async fn create(&self, daemon: &Arc<Daemon>, req: CreateInstance) -> Result<Instance, ApiError> {
+    pub async fn create(
+        &self,
+        daemon: &Arc<Daemon>,
+        req: CreateInstance,
+    ) -> Result<Instance, ApiError> {
         if daemon.shutdown.is_cancelled() {
-            return Err(ApiError::new(ErrorCode::Unavailable, "aegisd is shutting down"));
+            return Err(ApiError::new(
+                ErrorCode::Unavailable,
+                "aegisd is shutting down",
+            ));
         }
         validate(&req, &HostLimits::probe())?;
-        let image = req.image.clone().unwrap_or_else(|| aegis_api::DEFAULT_IMAGE.to_string());
+        let image = req
+            .image
+            .clone()
+            .unwrap_or_else(|| aegis_api::DEFAULT_IMAGE.to_string());
         daemon.guest.resolve(&image)?;
         let id = ids::new_id("inst");
         let name = req.name.clone().unwrap_or_else(|| id.clone());
@@ -177,7 +193,10 @@ impl InstanceManager {
             created_at: ids::now(),
         };
         daemon.registry.insert_instance(&record).map_err(|e| {
-            ApiError::new(ErrorCode::Conflict, format!("cannot record the instance: {e}"))
+            ApiError::new(
+                ErrorCode::Conflict,
+                format!("cannot record the instance: {e}"),
+            )
         })?;
         let rt = self.start(daemon, record, listeners)?;
         Ok(rt.view())
@@ -208,7 +227,11 @@ impl InstanceManager {
         };
         let upstream: Arc<dyn aegis_router::Upstream> = Arc::new(InstanceUpstream(rt.clone()));
         for (listener, p) in listeners.into_iter().zip(&record.target.expose) {
-            let route = PortRoute { guest_port: p.guest_port, protocol: router_protocol(p.protocol), wake };
+            let route = PortRoute {
+                guest_port: p.guest_port,
+                protocol: router_protocol(p.protocol),
+                wake,
+            };
             tokio::spawn(aegis_router::serve_port_on(
                 daemon.router_workers.clone(),
                 listener,
@@ -234,7 +257,8 @@ impl InstanceManager {
         for record in records {
             let mut listeners = vec![];
             for e in &record.endpoints {
-                match TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, e.host_port))).await {
+                match TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, e.host_port))).await
+                {
                     Ok(l) => listeners.push(l),
                     Err(err) => {
                         tracing::error!(instance = %record.id, port = e.host_port, error = %err, "cannot re-bind port; instance not served");
@@ -254,14 +278,19 @@ impl InstanceManager {
 
     pub async fn pause(&self, key: &str) -> Result<Instance, ApiError> {
         let rt = self.get(key)?;
-        rt.pause().await.map_err(|e| ApiError::new(ErrorCode::Conflict, e))?;
+        rt.pause()
+            .await
+            .map_err(|e| ApiError::new(ErrorCode::Conflict, e))?;
         Ok(rt.view())
     }
 
     pub async fn resume(&self, key: &str) -> Result<Instance, ApiError> {
         let rt = self.get(key)?;
         rt.ensure_ready().await.map_err(|e| {
-            ApiError::new(ErrorCode::Unavailable, format!("cannot wake instance {key}: {}", error_chain(&e)))
+            ApiError::new(
+                ErrorCode::Unavailable,
+                format!("cannot wake instance {key}: {}", error_chain(&e)),
+            )
         })?;
         Ok(rt.view())
     }
@@ -279,7 +308,10 @@ impl InstanceManager {
         rt.terminate().await;
         rt.forget();
         rt.log.finish();
-        daemon.registry.delete_instance(&rt.id).map_err(|e| internal(e.to_string()))?;
+        daemon
+            .registry
+            .delete_instance(&rt.id)
+            .map_err(|e| internal(e.to_string()))?;
         let _ = std::fs::remove_dir_all(daemon.config.home.join("instances").join(&rt.id));
         Ok(())
     }
@@ -294,7 +326,13 @@ impl InstanceManager {
     ) -> Result<tokio::sync::mpsc::Receiver<bytes::Bytes>, ApiError> {
         let rt = self.get(key)?;
         let dir = daemon.config.home.join("instances").join(&rt.id);
-        Ok(output::feed(dir, Some(rt.log.subscribe()), follow, offsets, Box::new(|| None)))
+        Ok(output::feed(
+            dir,
+            Some(rt.log.subscribe()),
+            follow,
+            offsets,
+            Box::new(|| None),
+        ))
     }
 
     /// Stops every VM (daemon shutdown). Targets stay recorded and come back on restart.
@@ -304,7 +342,10 @@ impl InstanceManager {
             rt.shutdown.cancel();
             rt.terminate().await;
         });
-        if tokio::time::timeout(grace, futures::future::join_all(stops)).await.is_err() {
+        if tokio::time::timeout(grace, futures::future::join_all(stops))
+            .await
+            .is_err()
+        {
             tracing::error!("some instances did not stop in time");
         }
     }
@@ -329,12 +370,20 @@ impl Resolver for NameResolver {
     fn resolve(&self, name: &str) -> Option<Target> {
         let daemon = self.0.upgrade()?;
         let rt = daemon.instances.get(name).ok()?;
-        let port = rt.target.expose.iter().find(|p| p.protocol != PortProtocol::Tcp)?;
+        let port = rt
+            .target
+            .expose
+            .iter()
+            .find(|p| p.protocol != PortProtocol::Tcp)?;
         let wake = WakeSettings {
             deadline: rt.wake_timeout(),
             loading_page: rt.target.loading_page.unwrap_or(true),
         };
-        let route = PortRoute { guest_port: port.guest_port, protocol: router_protocol(port.protocol), wake };
+        let route = PortRoute {
+            guest_port: port.guest_port,
+            protocol: router_protocol(port.protocol),
+            wake,
+        };
         Some(Target::new(Arc::new(InstanceUpstream(rt)), route))
     }
 }

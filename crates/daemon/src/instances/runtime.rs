@@ -15,12 +15,12 @@ use aegis_vmm::{SnapshotRef, VmExit};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::connector::Connector;
 use crate::daemon::Daemon;
 use crate::guest::BootAssets;
 use crate::ids;
 use crate::tasks::output::OutputLog;
 use crate::vm::{self, GuestVm, LaunchSpec};
-use super::connector::Connector;
 
 /// The guest process id of the served command.
 const SERVER_PROC: u64 = 1;
@@ -89,7 +89,10 @@ impl InstanceRuntime {
         endpoints: Vec<Endpoint>,
         log: Arc<OutputLog>,
     ) -> Arc<Self> {
-        let image = target.image.clone().unwrap_or_else(|| aegis_api::DEFAULT_IMAGE.into());
+        let image = target
+            .image
+            .clone()
+            .unwrap_or_else(|| aegis_api::DEFAULT_IMAGE.into());
         Arc::new(InstanceRuntime {
             id,
             name,
@@ -126,7 +129,8 @@ impl InstanceRuntime {
     }
 
     fn set_state(&self, s: InstanceState) {
-        self.ready.store(s == InstanceState::Running, Ordering::Release);
+        self.ready
+            .store(s == InstanceState::Running, Ordering::Release);
         self.state.send_replace(s);
         tracing::info!(instance = %self.id, state = s.as_str(), "instance state");
     }
@@ -137,7 +141,9 @@ impl InstanceRuntime {
 
     fn pause_after(&self) -> Duration {
         Duration::from_secs(
-            self.target.pause_after_secs.unwrap_or(aegis_api::instance::DEFAULT_PAUSE_AFTER_SECS),
+            self.target
+                .pause_after_secs
+                .unwrap_or(aegis_api::instance::DEFAULT_PAUSE_AFTER_SECS),
         )
     }
 
@@ -151,7 +157,9 @@ impl InstanceRuntime {
 
     pub fn wake_timeout(&self) -> Duration {
         Duration::from_secs(
-            self.target.wake_timeout_secs.unwrap_or(aegis_api::instance::DEFAULT_WAKE_TIMEOUT_SECS),
+            self.target
+                .wake_timeout_secs
+                .unwrap_or(aegis_api::instance::DEFAULT_WAKE_TIMEOUT_SECS),
         )
     }
 
@@ -180,7 +188,9 @@ impl InstanceRuntime {
             return Ok(());
         }
         let this = self.clone();
-        self.gate.run(move || async move { this.wake().await }).await
+        self.gate
+            .run(move || async move { this.wake().await })
+            .await
     }
 
     async fn wake(self: Arc<Self>) -> Result<(), WakeError> {
@@ -237,7 +247,10 @@ impl InstanceRuntime {
 
     /// Restores the cached snapshot if there is a valid one, else boots cold from disk layers.
     async fn bring_up(self: &Arc<Self>, daemon: &Arc<Daemon>) -> Result<Live, String> {
-        let assets = daemon.guest.resolve(&self.image).map_err(|e| e.to_string())?;
+        let assets = daemon
+            .guest
+            .resolve(&self.image)
+            .map_err(|e| e.to_string())?;
         let cached = lock(&self.snapshot).clone();
         if let Some(cached) = cached {
             if daemon.backend.capabilities().memory_snapshot {
@@ -269,14 +282,21 @@ impl InstanceRuntime {
         (vm_id, run_dir)
     }
 
-    async fn cold_boot(self: &Arc<Self>, daemon: &Arc<Daemon>, assets: BootAssets) -> Result<Live, String> {
+    async fn cold_boot(
+        self: &Arc<Self>,
+        daemon: &Arc<Daemon>,
+        assets: BootAssets,
+    ) -> Result<Live, String> {
         let (vm_id, run_dir) = self.new_vm_dirs(daemon);
         let spec = LaunchSpec {
             vm_id: vm_id.clone(),
             run_dir: run_dir.clone(),
             assets,
             vcpus: self.target.vcpus.unwrap_or(aegis_api::DEFAULT_VCPUS),
-            memory_mib: self.target.memory_mib.unwrap_or(aegis_api::DEFAULT_MEMORY_MIB),
+            memory_mib: self
+                .target
+                .memory_mib
+                .unwrap_or(aegis_api::DEFAULT_MEMORY_MIB),
         };
         let backend = daemon.backend.clone();
         // Boot in its own task so a caller giving up cannot drop a half-booted VM.
@@ -321,7 +341,12 @@ impl InstanceRuntime {
             id: SERVER_PROC,
             spec: ProcessSpec {
                 argv: self.target.command.clone(),
-                env: self.target.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                env: self
+                    .target
+                    .env
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
                 cwd: self.target.workdir.clone(),
             },
             stdin: None,
@@ -335,7 +360,11 @@ impl InstanceRuntime {
                 Some(GuestMessage::SpawnFailed { error, .. }) => {
                     return Err(format!(
                         "cannot run '{}' in image '{}': {}",
-                        self.target.command.first().map(String::as_str).unwrap_or_default(),
+                        self.target
+                            .command
+                            .first()
+                            .map(String::as_str)
+                            .unwrap_or_default(),
                         self.image,
                         error.message
                     ))
@@ -366,7 +395,12 @@ impl InstanceRuntime {
         let deadline = Instant::now() + self.wake_timeout();
         for port in self.target.expose.iter().map(|p| p.guest_port) {
             loop {
-                if live.connector.connect(port, Duration::from_secs(2)).await.is_ok() {
+                if live
+                    .connector
+                    .connect(port, Duration::from_secs(2))
+                    .await
+                    .is_ok()
+                {
                     break;
                 }
                 if Instant::now() > deadline {
@@ -402,7 +436,13 @@ impl InstanceRuntime {
             live.gvm.vm.pause().await.map_err(|e| e.to_string())?;
             let saved = live.gvm.vm.snapshot(&tmp).await.map_err(|e| e.to_string());
             let copied = match &saved {
-                Ok(_) => sparse_copy(&live.run_dir.join("scratch.ext4"), &tmp.join("scratch.ext4")).await,
+                Ok(_) => {
+                    sparse_copy(
+                        &live.run_dir.join("scratch.ext4"),
+                        &tmp.join("scratch.ext4"),
+                    )
+                    .await
+                }
                 Err(_) => Ok(()),
             };
             live.gvm.vm.resume().await.map_err(|e| e.to_string())?;
@@ -417,8 +457,11 @@ impl InstanceRuntime {
                     tracing::warn!(error = %e, "cannot install snapshot");
                     return;
                 }
-                *lock(&self.snapshot) =
-                    Some(CachedSnapshot { snap: SnapshotRef { dir }, stdout, stderr });
+                *lock(&self.snapshot) = Some(CachedSnapshot {
+                    snap: SnapshotRef { dir },
+                    stdout,
+                    stderr,
+                });
                 tracing::info!(instance = %self.id, ms = started.elapsed().as_millis() as u64, "memory snapshot cached");
             }
             Err(e) => {
@@ -439,13 +482,27 @@ impl InstanceRuntime {
         let scratch = run_dir.join("scratch.ext4");
         let result = async {
             sparse_copy(&cached.snap.dir.join("scratch.ext4"), &scratch).await?;
-            let spec = vm::vm_spec(&vm_id, &run_dir, assets.clone(), &scratch, self.target.vcpus.unwrap_or(aegis_api::DEFAULT_VCPUS), self.target.memory_mib.unwrap_or(aegis_api::DEFAULT_MEMORY_MIB));
-            let vmm = daemon.backend.restore(&spec, &cached.snap).await.map_err(|e| e.to_string())?;
+            let spec = vm::vm_spec(
+                &vm_id,
+                &run_dir,
+                assets.clone(),
+                &scratch,
+                self.target.vcpus.unwrap_or(aegis_api::DEFAULT_VCPUS),
+                self.target
+                    .memory_mib
+                    .unwrap_or(aegis_api::DEFAULT_MEMORY_MIB),
+            );
+            let vmm = daemon
+                .backend
+                .restore(&spec, &cached.snap)
+                .await
+                .map_err(|e| e.to_string())?;
             record_vm(daemon, &vm_id, &self.id, &run_dir, vmm.pid());
-            let gvm = match vm::attach(std::sync::Arc::from(vmm), Some(RESTORED_SESSION_STREAMS)).await {
-                Ok(g) => g,
-                Err(e) => return Err(e.to_string()),
-            };
+            let gvm =
+                match vm::attach(std::sync::Arc::from(vmm), Some(RESTORED_SESSION_STREAMS)).await {
+                    Ok(g) => g,
+                    Err(e) => return Err(e.to_string()),
+                };
             // The server's output streams continue in the new session.
             self.pump_logs(
                 gvm.session.stream(cached.stdout).into_split().0,
@@ -494,7 +551,10 @@ impl InstanceRuntime {
             let mut slot = this.slot.lock().await;
             if slot.as_ref().is_some_and(|l| l.vm_id == vm_id) {
                 tracing::warn!(instance = %this.id, exit = ?exit, "the VM stopped on its own");
-                this.note_error(format!("the microVM stopped unexpectedly ({})", vm::describe_exit(&exit)));
+                this.note_error(format!(
+                    "the microVM stopped unexpectedly ({})",
+                    vm::describe_exit(&exit)
+                ));
                 if let Some(old) = slot.take() {
                     retire(&daemon, old).await;
                 }
@@ -612,7 +672,13 @@ impl Live {
     fn new(mut gvm: GuestVm, vm_id: String, run_dir: PathBuf, owner: &str) -> Live {
         let events = std::mem::replace(&mut gvm.events, tokio::sync::mpsc::channel(1).1);
         let connector = Connector::start(gvm.session.clone(), events, owner.to_string());
-        Live { gvm, connector, vm_id, run_dir, retired: CancellationToken::new() }
+        Live {
+            gvm,
+            connector,
+            vm_id,
+            run_dir,
+            retired: CancellationToken::new(),
+        }
     }
 }
 
@@ -647,7 +713,9 @@ fn remove_dir(dir: &Path) {
 }
 
 async fn exited_now(gvm: &GuestVm) -> Option<VmExit> {
-    tokio::time::timeout(Duration::ZERO, gvm.vm.wait()).await.ok()
+    tokio::time::timeout(Duration::ZERO, gvm.vm.wait())
+        .await
+        .ok()
 }
 
 /// Copies a sparse file keeping its holes (the scratch disk is mostly holes).
@@ -663,6 +731,10 @@ async fn sparse_copy(from: &Path, to: &Path) -> Result<(), String> {
     if status.success() {
         Ok(())
     } else {
-        Err(format!("copying {} to {} failed ({status})", from.display(), to.display()))
+        Err(format!(
+            "copying {} to {} failed ({status})",
+            from.display(),
+            to.display()
+        ))
     }
 }

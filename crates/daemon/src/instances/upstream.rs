@@ -31,7 +31,10 @@ impl Upstream for InstanceUpstream {
                 tracing::debug!(instance = %self.0.id, port, %reason, "guest refused a connection");
                 Err(ConnectError::Refused { port })
             }
-            Err(e) => Err(ConnectError::Failed { port: guest_port, source: Box::new(e) }),
+            Err(e) => Err(ConnectError::Failed {
+                port: guest_port,
+                source: Box::new(e),
+            }),
         }
     }
 

@@ -188,7 +188,9 @@ impl TaskManager {
         let id = id.to_string();
         let end = Box::new(move || {
             let task = daemon.registry.get_task(&id).ok().flatten()?;
-            Some(OutputEvent::End { task: Box::new(task) })
+            Some(OutputEvent::End {
+                task: Box::new(task),
+            })
         });
         Ok(output::feed(dir, watch, follow, offsets, end))
     }
@@ -273,7 +275,9 @@ pub fn validate(req: &CreateTask, limits: &HostLimits) -> Result<(), ApiError> {
     }
     for a in &req.artifacts {
         if !a.starts_with('/') {
-            return bad(format!("artifact path '{a}' must be absolute (a path inside the guest)"));
+            return bad(format!(
+                "artifact path '{a}' must be absolute (a path inside the guest)"
+            ));
         }
     }
     Ok(())
@@ -340,6 +344,7 @@ pub fn validate_vm(req: &VmRequest<'_>, limits: &HostLimits) -> Result<(), ApiEr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aegis_api::StreamName;
     use output::OutputState;
 
     fn req(cmd: &[&str]) -> CreateTask {

@@ -107,9 +107,10 @@ pub fn feed(
                 None => final_state(&dir),
             };
             let mut sent_any = false;
-            for (stream, offset) in
-                [(StreamName::Stdout, &mut offsets.0), (StreamName::Stderr, &mut offsets.1)]
-            {
+            for (stream, offset) in [
+                (StreamName::Stdout, &mut offsets.0),
+                (StreamName::Stderr, &mut offsets.1),
+            ] {
                 while *offset < state.len(stream) {
                     let want = (state.len(stream) - *offset).min(EVENT_CHUNK as u64) as usize;
                     let chunk = match read_chunk(&dir, stream, *offset, want) {
