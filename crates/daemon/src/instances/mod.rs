@@ -232,13 +232,14 @@ impl InstanceManager {
                 protocol: router_protocol(p.protocol),
                 wake,
             };
-            tokio::spawn(aegis_router::serve_port_on(
+            let handle = tokio::spawn(aegis_router::serve_port_on(
                 daemon.router_workers.clone(),
                 listener,
                 route,
                 upstream.clone(),
                 rt.shutdown.clone(),
             ));
+            lock(&rt.listeners).push(handle);
         }
         tokio::spawn(rt.clone().idle_loop());
         lock(&self.instances).insert(record.id.clone(), rt.clone());
@@ -305,6 +306,10 @@ impl InstanceManager {
         let rt = self.get(key)?;
         lock(&self.instances).remove(&rt.id);
         rt.shutdown.cancel();
+        // Release the host ports before answering, so they can be reused at once.
+        let listeners: Vec<_> = lock(&rt.listeners).drain(..).collect();
+        let grace = aegis_router::SHUTDOWN_GRACE + Duration::from_secs(1);
+        let _ = tokio::time::timeout(grace, futures::future::join_all(listeners)).await;
         rt.terminate().await;
         rt.forget();
         rt.log.finish();

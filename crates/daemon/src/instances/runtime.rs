@@ -72,6 +72,8 @@ pub struct InstanceRuntime {
     pub log: Arc<OutputLog>,
     /// Cancelled when the instance is deleted or the daemon stops.
     pub shutdown: CancellationToken,
+    /// The router's accept loops of this instance's ports; they end after `shutdown`.
+    pub listeners: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -113,6 +115,7 @@ impl InstanceRuntime {
             connector: Mutex::new(None),
             log,
             shutdown: CancellationToken::new(),
+            listeners: Mutex::new(Vec::new()),
         })
     }
 

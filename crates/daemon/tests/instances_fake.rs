@@ -1,0 +1,203 @@
+//! Serve-mode lifecycle logic against the fake backend (the guest agent in-process, the app a
+//! host process): wake on connect, idle pause, resume, terminate, cold boot again, explicit
+//! stop/delete. Real VMs cover the same in `tests/tests/serve.rs`.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aegis_api::{CreateInstance, InstanceState, PortProtocol, PortSpec};
+use aegis_vmm::FakeBackend;
+use aegisd::config::Config;
+use aegisd::guest::{BootAssets, GuestAssets};
+use aegisd::Daemon;
+
+async fn daemon() -> (Arc<Daemon>, Arc<FakeBackend>, tempfile::TempDir) {
+    let home = tempfile::tempdir().unwrap();
+    let mut config = Config::new(home.path().to_path_buf(), "fake").unwrap();
+    config.router_addr = "127.0.0.1:0".parse().unwrap();
+    let fake = Arc::new(FakeBackend::new());
+    let assets = BootAssets {
+        kernel: "/dev/null".into(),
+        initramfs: "/dev/null".into(),
+        rootfs: "/dev/null".into(),
+    };
+    let guest = GuestAssets::fixed(&config, assets);
+    let d = Daemon::start_with(config, fake.clone(), guest)
+        .await
+        .unwrap();
+    (d, fake, home)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One HTTP GET in a blocking thread; returns the status code.
+async fn get(port: u16) -> u16 {
+    tokio::task::spawn_blocking(move || {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        write!(s, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut r = String::new();
+        s.read_to_string(&mut r).unwrap();
+        r.split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0)
+    })
+    .await
+    .unwrap()
+}
+
+async fn wait_state(d: &Daemon, id: &str, want: InstanceState) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = d.instances.get(id).unwrap().state();
+        if s == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "never {want:?}, still {s:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wake_pause_resume_terminate_and_wake_again() {
+    let (d, fake, _home) = daemon().await;
+    let app_port = free_port();
+    let req = CreateInstance {
+        name: Some("web".into()),
+        command: vec![
+            "python3".into(),
+            "-m".into(),
+            "http.server".into(),
+            app_port.to_string(),
+            "--bind".into(),
+            "127.0.0.1".into(),
+        ],
+        expose: vec![PortSpec {
+            guest_port: app_port,
+            host_port: None,
+            protocol: PortProtocol::Http,
+        }],
+        pause_after_secs: Some(1),
+        terminate_after_secs: Some(1),
+        ..Default::default()
+    };
+    let inst = d.instances.create(&d, req).await.unwrap();
+    assert_eq!(
+        inst.state,
+        InstanceState::Terminated,
+        "scale to zero from the start"
+    );
+    assert_eq!(fake.boots(), 0);
+    let port = inst.endpoints[0].host_port;
+
+    assert_eq!(get(port).await, 200);
+    let rt = d.instances.get("web").unwrap();
+    assert_eq!(rt.state(), InstanceState::Running);
+    assert_eq!(fake.boots(), 1);
+
+    wait_state(&d, "web", InstanceState::Paused).await;
+    assert_eq!(get(port).await, 200, "a request resumes a paused instance");
+    assert_eq!(rt.view().stats.resumes, 1);
+    assert_eq!(fake.boots(), 1, "resume, not a new boot");
+
+    wait_state(&d, "web", InstanceState::Paused).await;
+    wait_state(&d, "web", InstanceState::Terminated).await;
+    assert!(fake.running().is_empty(), "terminated means no VM");
+    assert_eq!(
+        get(port).await,
+        200,
+        "a request wakes a terminated instance"
+    );
+    assert_eq!(
+        fake.boots(),
+        2,
+        "the fake has no memory snapshots: a cold boot"
+    );
+
+    // Explicit stop and delete.
+    let v = d.instances.stop("web").await.unwrap();
+    assert_eq!(v.state, InstanceState::Terminated);
+    d.instances.delete(&d, "web").await.unwrap();
+    assert!(d.instances.get("web").is_err());
+    assert!(fake.running().is_empty());
+    assert!(
+        TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "the port is released"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_targets_are_refused() {
+    let (d, _fake, _home) = daemon().await;
+    let base = CreateInstance {
+        command: vec!["true".into()],
+        expose: vec![PortSpec {
+            guest_port: 80,
+            host_port: None,
+            protocol: PortProtocol::Http,
+        }],
+        ..Default::default()
+    };
+    let cases: Vec<(CreateInstance, &str)> = vec![
+        (
+            CreateInstance {
+                expose: vec![],
+                ..base.clone()
+            },
+            "at least one port",
+        ),
+        (
+            CreateInstance {
+                expose: vec![PortSpec {
+                    guest_port: 0,
+                    host_port: None,
+                    protocol: PortProtocol::Tcp,
+                }],
+                ..base.clone()
+            },
+            "port 0",
+        ),
+        (
+            CreateInstance {
+                expose: vec![base.expose[0], base.expose[0]],
+                ..base.clone()
+            },
+            "twice",
+        ),
+        (
+            CreateInstance {
+                name: Some("Bad Name".into()),
+                ..base.clone()
+            },
+            "invalid instance name",
+        ),
+        (
+            CreateInstance {
+                pause_after_secs: Some(0),
+                ..base.clone()
+            },
+            "at least 1 second",
+        ),
+    ];
+    for (req, needle) in cases {
+        let e = d.instances.create(&d, req).await.unwrap_err();
+        assert!(e.error.message.contains(needle), "{needle}: {e}");
+    }
+    // Names are unique.
+    let named = CreateInstance {
+        name: Some("a".into()),
+        ..base.clone()
+    };
+    d.instances.create(&d, named.clone()).await.unwrap();
+    let e = d.instances.create(&d, named).await.unwrap_err();
+    assert!(e.error.message.contains("already exists"), "{e}");
+}
