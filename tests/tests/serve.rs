@@ -346,3 +346,37 @@ fn websocket_opened_during_wake_echoes() {
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert_eq!(stdout(&o), "ping over a waking VM\n");
 }
+
+#[test]
+fn an_idle_connection_survives_pause_and_its_next_bytes_wake_the_vm() {
+    let d = TestDaemon::start("qemu");
+    let i = serve(
+        &d,
+        &[
+            "--expose",
+            "7000:tcp",
+            "--idle-policy",
+            "idle",
+            "--pause-after",
+            "1s",
+            "--",
+            "python3",
+            "-c",
+            TCP_ECHO,
+        ],
+    );
+    let mut s = TcpStream::connect(("127.0.0.1", port(&i, 7000))).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    s.write_all(b"before pause\n").unwrap();
+    let mut buf = [0u8; 13];
+    s.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"before pause\n");
+    // The connection stays open but idle: under the `idle` policy it does not pin the VM.
+    wait_state(&d, &i.id, InstanceState::Paused, Duration::from_secs(30));
+    // Bytes sent to a paused VM are held, the VM resumes, nothing is lost.
+    s.write_all(b"after resume\n").unwrap();
+    let mut buf = [0u8; 13];
+    s.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"after resume\n");
+    assert!(inspect(&d, &i.id).stats.resumes >= 1);
+}

@@ -19,6 +19,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
 
 use aegis_harness::{Agent, AgentConfig, SessionEnd};
 use async_trait::async_trait;
@@ -35,6 +36,8 @@ pub const FAKE_KERNEL_RELEASE: &str = "aegis-fake";
 /// Buffer of each in-memory pipe (like a socket buffer: writers block when it is full).
 const PIPE_BYTES: usize = 256 * 1024;
 const CONSOLE_MAX: usize = 2048;
+/// How long a reconnect waits for the previous session to end.
+const SESSION_END_WAIT: Duration = Duration::from_secs(5);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -197,6 +200,11 @@ impl Backend for FakeBackend {
     }
 }
 
+struct Connection {
+    relays: [JoinHandle<()>; 2],
+    serve: JoinHandle<()>,
+}
+
 struct FakeVmState {
     id: String,
     run_dir: PathBuf,
@@ -204,8 +212,8 @@ struct FakeVmState {
     exit: watch::Sender<Option<VmExit>>,
     paused: watch::Sender<bool>,
     console: Mutex<String>,
-    /// Tasks of the current channel: two relays and the agent's session.
-    connection: Mutex<Option<Vec<JoinHandle<()>>>>,
+    /// Tasks of the current channel.
+    connection: Mutex<Option<Connection>>,
 }
 
 impl FakeVmState {
@@ -220,10 +228,29 @@ impl FakeVmState {
         }
     }
 
+    /// Cuts the channel and stops the agent's session at once (crash, kill).
     fn drop_connection(&self) {
-        if let Some(tasks) = lock(&self.connection).take() {
-            for t in tasks {
+        if let Some(c) = lock(&self.connection).take() {
+            for t in c.relays.iter().chain([&c.serve]) {
                 t.abort();
+            }
+        }
+    }
+
+    /// Cuts the channel and lets the agent's session end on its own (it sees EOF), as in a
+    /// guest whose host went away; waits for it so two sessions never overlap.
+    async fn disconnect(&self) {
+        let old = lock(&self.connection).take();
+        if let Some(c) = old {
+            for t in &c.relays {
+                t.abort();
+            }
+            let abort = c.serve.abort_handle();
+            if tokio::time::timeout(SESSION_END_WAIT, c.serve)
+                .await
+                .is_err()
+            {
+                abort.abort();
             }
         }
     }
@@ -280,7 +307,7 @@ impl Vm for FakeVm {
             return Err(st.exited_error(exit));
         }
         // Like a reconnect to QEMU's socket: the previous connection is gone.
-        st.drop_connection();
+        st.disconnect().await;
         let (host, relay_host) = tokio::io::duplex(PIPE_BYTES);
         let (relay_guest, guest) = tokio::io::duplex(PIPE_BYTES);
         let (hr, hw) = tokio::io::split(relay_host);
@@ -298,12 +325,11 @@ impl Vm for FakeVm {
                 }
             }
         });
-        let tasks = vec![
+        let relays = [
             tokio::spawn(relay(hr, gw, st.paused.subscribe())),
             tokio::spawn(relay(gr, hw, st.paused.subscribe())),
-            serve,
         ];
-        *lock(&st.connection) = Some(tasks);
+        *lock(&st.connection) = Some(Connection { relays, serve });
         // A crash may have raced with this connect.
         if let Some(exit) = st.exit.borrow().clone() {
             st.drop_connection();

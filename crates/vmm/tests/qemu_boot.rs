@@ -111,8 +111,10 @@ struct Guest {
 }
 
 impl Guest {
-    /// Starts a session on the VM's channel and waits for the harness's Hello.
-    async fn hello(vm: &dyn Vm) -> Guest {
+    /// Starts a session on the VM's channel and waits for the harness's Hello. Process ids
+    /// start at `next_id`: the guest's processes outlive a session (and a snapshot), so a new
+    /// session must not reuse the ids of processes that may still run.
+    async fn hello(vm: &dyn Vm, next_id: u64) -> Guest {
         let channel = vm.connect().await.expect("connect to the guest channel");
         let (session, mut events) = Session::start::<GuestMessage, _>(channel, Side::Host);
         session
@@ -151,7 +153,7 @@ impl Guest {
             session,
             events,
             boot_id,
-            next_id: 1,
+            next_id,
             keep: Vec::new(),
         }
     }
@@ -306,7 +308,7 @@ async fn qemu_boot_pause_snapshot_restore() {
     let t = Instant::now();
     let vm = backend.boot(&spec).await.expect("boot");
     let vmm_up = t.elapsed();
-    let mut guest = Guest::hello(vm.as_ref()).await;
+    let mut guest = Guest::hello(vm.as_ref(), 1).await;
     let boot_to_hello = t.elapsed();
     let (out, _, status) = guest.run(&["sh", "-c", "echo hi from $(uname -r)"]).await;
     assert_eq!(status, ExitStatus::Code(0));
@@ -365,6 +367,7 @@ async fn qemu_boot_pause_snapshot_restore() {
     // The lifecycle kills the VM after a snapshot (resuming would make the scratch disk
     // diverge from the saved memory).
     let old_boot_id = guest.boot_id.clone();
+    let next_id = guest.next_id;
     drop(guest);
     vm.kill().await.expect("kill");
     assert_eq!(vm.wait().await, VmExit::Killed);
@@ -383,9 +386,7 @@ async fn qemu_boot_pause_snapshot_restore() {
         .await
         .expect("restore");
     let restore_running = t.elapsed();
-    eprintln!("DEBUG restore returned at {:?}", t.elapsed());
-    let mut guest = Guest::hello(vm.as_ref()).await;
-    eprintln!("DEBUG hello after restore ok at {:?}", t.elapsed());
+    let mut guest = Guest::hello(vm.as_ref(), next_id).await;
     let restore_to_hello = t.elapsed();
     assert_eq!(
         guest.boot_id, old_boot_id,

@@ -72,6 +72,9 @@ pub struct InstanceRuntime {
     pub log: Arc<OutputLog>,
     /// Cancelled when the instance is deleted or the daemon stops.
     pub shutdown: CancellationToken,
+    /// Guest connections being opened right now: an idle pause waits for them (a paused guest
+    /// would leave the router's connect hanging with no one to wake it).
+    pub connecting: std::sync::atomic::AtomicUsize,
     /// The router's accept loops of this instance's ports; they end after `shutdown`.
     pub listeners: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -115,6 +118,7 @@ impl InstanceRuntime {
             connector: Mutex::new(None),
             log,
             shutdown: CancellationToken::new(),
+            connecting: std::sync::atomic::AtomicUsize::new(0),
             listeners: Mutex::new(Vec::new()),
         })
     }
@@ -211,6 +215,9 @@ impl InstanceRuntime {
                         Ok(()) => {
                             let _ = vm::send_clock(&live.gvm.session).await;
                             lock(&self.stats).resumes += 1;
+                            // The wake is activity: the idle timer starts now, not at the
+                            // connection that asked for it.
+                            self.activity.touch();
                             self.set_state(InstanceState::Running);
                             tracing::info!(instance = %self.id, ms = started.elapsed().as_millis() as u64, "resumed");
                             return Ok(());
@@ -237,6 +244,7 @@ impl InstanceRuntime {
                 *lock(&self.connector) = Some(live.connector.clone());
                 self.watch_exit(&live);
                 *slot = Some(live);
+                self.activity.touch();
                 self.set_state(InstanceState::Running);
                 Ok(())
             }
@@ -576,6 +584,12 @@ impl InstanceRuntime {
         if self.state() != InstanceState::Running {
             return Ok(());
         }
+        if self.connecting.load(Ordering::Acquire) > 0 {
+            return Err(format!(
+                "instance {} is opening a connection; not pausing now",
+                self.id
+            ));
+        }
         // Clear readiness first: new connections now wait for a resume instead of racing it.
         self.ready.store(false, Ordering::Release);
         match live.gvm.vm.pause().await {
@@ -631,7 +645,9 @@ impl InstanceRuntime {
                         Some(idle) if idle >= self.pause_after() => {
                             tracing::info!(instance = %self.id, "idle: pausing");
                             if let Err(e) = self.pause().await {
-                                tracing::warn!(error = %e, "idle pause failed");
+                                // Retried shortly (a connection being opened, a slow QMP).
+                                tracing::debug!(error = %e, "idle pause deferred");
+                                tokio::time::sleep(Duration::from_millis(200)).await;
                             }
                             continue;
                         }

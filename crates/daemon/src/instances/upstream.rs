@@ -22,6 +22,17 @@ impl Upstream for InstanceUpstream {
     }
 
     async fn connect(&self, guest_port: u16) -> Result<Box<dyn Io>, ConnectError> {
+        let _connecting = Connecting::new(&self.0);
+        if !self.0.is_ready() {
+            // Paused (or stopped) between the router's wake and this connect: wake again.
+            self.0
+                .ensure_ready()
+                .await
+                .map_err(|e| ConnectError::Failed {
+                    port: guest_port,
+                    source: Box::new(e),
+                })?;
+        }
         let connector = self.0.connector().ok_or(ConnectError::NotRunning)?;
         // A burst of connections can overflow the app's listen backlog; the guest's TCP then
         // retries SYNs for seconds. Allow as long as a wake may take.
@@ -44,5 +55,24 @@ impl Upstream for InstanceUpstream {
 
     fn touch(&self) {
         self.0.activity.touch();
+    }
+}
+
+/// Counts a connect in flight for the idle timer (see `InstanceRuntime::connecting`).
+struct Connecting<'a>(&'a InstanceRuntime);
+
+impl<'a> Connecting<'a> {
+    fn new(rt: &'a InstanceRuntime) -> Self {
+        rt.connecting
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Connecting(rt)
+    }
+}
+
+impl Drop for Connecting<'_> {
+    fn drop(&mut self) {
+        self.0
+            .connecting
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
