@@ -10,4 +10,11 @@ scripts/build.sh
 target/debug/aegis setup
 
 export AEGIS_HARNESS="$PWD/target/x86_64-unknown-linux-gnu/harness/aegis-harness"
-cargo test --workspace --no-fail-fast -- --test-threads=2
+status=0
+# Unit tests and in-process daemon tests (fake backend): no VM.
+cargo test --workspace --exclude aegis-tests --no-fail-fast -- --test-threads=2 || status=1
+# Integration tests: a real daemon, real microVMs under QEMU, the real CLI.
+cargo test -p aegis-tests --no-fail-fast -- --test-threads=2 --skip conformance || status=1
+# Conformance: every backend that can boot here; the others print why they are skipped.
+cargo test -p aegis-tests --test conformance --no-fail-fast -- --test-threads=2 --nocapture || status=1
+exit $status

@@ -82,3 +82,45 @@ fn conformance_timeout_kills_the_vm() {
         assert_eq!(code(&o), 124, "{}", stderr(&o));
     });
 }
+
+#[test]
+fn conformance_serve_wakes_from_pause_and_from_terminated() {
+    use std::io::{Read, Write};
+    let get = |port: u16| -> String {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(120))).unwrap();
+        write!(s, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut r = String::new();
+        s.read_to_string(&mut r).unwrap();
+        r
+    };
+    each_backend(|d| {
+        let o = d.aegis(&[
+            "run", "--detach", "--name", "conf", "--expose", "8000:http", "--",
+            "python3", "-m", "http.server", "8000",
+        ]);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        let inspect = || -> aegis_api::Instance {
+            serde_json::from_slice(&d.aegis(&["instance", "inspect", "conf"]).stdout).unwrap()
+        };
+        let port = inspect().endpoints[0].host_port;
+        assert!(get(port).contains(" 200 "));
+        // Pause keeps RAM; the next request resumes.
+        assert_eq!(code(&d.aegis(&["pause", "conf"])), 0);
+        assert_eq!(inspect().state, aegis_api::InstanceState::Paused);
+        assert!(get(port).contains(" 200 "));
+        // Terminate; the next request restores a snapshot (if the backend can) or cold-boots.
+        assert_eq!(code(&d.aegis(&["stop", "conf"])), 0);
+        assert_eq!(inspect().state, aegis_api::InstanceState::Terminated);
+        assert!(get(port).contains(" 200 "));
+        let i = inspect();
+        let caps: aegis_api::Status =
+            serde_json::from_slice(&d.aegis(&["status", "--json"]).stdout).unwrap();
+        if caps.capabilities.memory_snapshot {
+            assert_eq!(i.stats.snapshot_restores, 1, "{:?}", i.stats);
+        } else {
+            assert_eq!(i.stats.cold_boots, 2, "{:?}", i.stats);
+        }
+        assert_eq!(code(&d.aegis(&["instance", "rm", "conf"])), 0);
+    });
+}
