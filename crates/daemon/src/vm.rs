@@ -210,6 +210,33 @@ impl GuestVm {
     }
 }
 
+/// Records a live VMM process in the registry, so a restarted daemon can clean it up.
+pub fn record(daemon: &crate::Daemon, vm_id: &str, owner: &str, run_dir: &Path, pid: Option<u32>) {
+    let record = aegis_registry::VmRecord {
+        id: vm_id.into(),
+        owner: owner.into(),
+        backend: daemon.backend.kind().to_string(),
+        pid,
+        run_dir: run_dir.display().to_string(),
+        created_at: crate::ids::now(),
+    };
+    if let Err(e) = daemon.registry.insert_vm(&record) {
+        tracing::error!(vm = vm_id, error = %e, "cannot record the VM");
+    }
+}
+
+/// Removes a VM's run directory and registry record (the VMM must already be gone).
+pub fn forget(daemon: &crate::Daemon, vm_id: &str, run_dir: &Path) {
+    if let Err(e) = std::fs::remove_dir_all(run_dir) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(dir = %run_dir.display(), error = %e, "cannot remove VM directory");
+        }
+    }
+    if let Err(e) = daemon.registry.delete_vm(vm_id) {
+        tracing::warn!(vm = vm_id, error = %e, "cannot delete VM record");
+    }
+}
+
 /// The last `n` non-empty lines of `text`, joined on one line.
 pub fn last_lines(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text

@@ -318,11 +318,11 @@ impl InstanceRuntime {
         let mut gvm = match booted {
             Ok(g) => g,
             Err(e) => {
-                remove_dir(&run_dir);
+                vm::forget(daemon, &vm_id, &run_dir);
                 return Err(format!("cannot boot the microVM: {e}"));
             }
         };
-        record_vm(daemon, &vm_id, &self.id, &run_dir, gvm.vm.pid());
+        vm::record(daemon, &vm_id, &self.id, &run_dir, gvm.vm.pid());
         let started = self.start_server(&mut gvm).await;
         let live = Live::new(gvm, vm_id, run_dir, &self.id);
         let (stdout, stderr) = match started {
@@ -508,7 +508,7 @@ impl InstanceRuntime {
                 .restore(&spec, &cached.snap)
                 .await
                 .map_err(|e| e.to_string())?;
-            record_vm(daemon, &vm_id, &self.id, &run_dir, vmm.pid());
+            vm::record(daemon, &vm_id, &self.id, &run_dir, vmm.pid());
             let gvm =
                 match vm::attach(std::sync::Arc::from(vmm), Some(RESTORED_SESSION_STREAMS)).await {
                     Ok(g) => g,
@@ -528,8 +528,7 @@ impl InstanceRuntime {
         }
         .await;
         if result.is_err() {
-            remove_dir(&run_dir);
-            let _ = daemon.registry.delete_vm(&vm_id);
+            vm::forget(daemon, &vm_id, &run_dir);
         }
         result
     }
@@ -705,30 +704,7 @@ impl Live {
 async fn retire(daemon: &Daemon, live: Live) {
     live.retired.cancel();
     live.gvm.shutdown(Duration::ZERO).await;
-    remove_dir(&live.run_dir);
-    let _ = daemon.registry.delete_vm(&live.vm_id);
-}
-
-fn record_vm(daemon: &Daemon, vm_id: &str, owner: &str, run_dir: &Path, pid: Option<u32>) {
-    let record = aegis_registry::VmRecord {
-        id: vm_id.into(),
-        owner: owner.into(),
-        backend: daemon.backend.kind().to_string(),
-        pid,
-        run_dir: run_dir.display().to_string(),
-        created_at: ids::now(),
-    };
-    if let Err(e) = daemon.registry.insert_vm(&record) {
-        tracing::error!(error = %e, "cannot record the VM");
-    }
-}
-
-fn remove_dir(dir: &Path) {
-    if let Err(e) = std::fs::remove_dir_all(dir) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            tracing::warn!(dir = %dir.display(), error = %e, "cannot remove VM directory");
-        }
-    }
+    vm::forget(daemon, &live.vm_id, &live.run_dir);
 }
 
 async fn exited_now(gvm: &GuestVm) -> Option<VmExit> {

@@ -7,7 +7,6 @@ use std::time::Duration;
 use aegis_api::{CreateTask, StreamName, Task, TaskState};
 use aegis_proto::session::RecvHalf;
 use aegis_proto::{ExitStatus, GuestMessage, HostMessage, ProcessSpec, SpawnError};
-use aegis_registry::VmRecord;
 
 use super::artifacts;
 use super::LiveTask;
@@ -80,17 +79,7 @@ pub(super) async fn run(
     };
 
     if let Some(g) = &gvm {
-        let record = VmRecord {
-            id: vm_id.clone(),
-            owner: task.id.clone(),
-            backend: daemon.backend.kind().to_string(),
-            pid: g.vm.pid(),
-            run_dir: run_dir.display().to_string(),
-            created_at: ids::now(),
-        };
-        if let Err(e) = daemon.registry.insert_vm(&record) {
-            tracing::error!(error = %e, "cannot record the VM");
-        }
+        vm::record(&daemon, &vm_id, &task.id, &run_dir, g.vm.pid());
     }
 
     let ending = match gvm.as_mut() {
@@ -353,12 +342,5 @@ async fn cleanup(
         };
         g.shutdown(grace).await;
     }
-    if let Err(e) = std::fs::remove_dir_all(run_dir) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            tracing::warn!(dir = %run_dir.display(), error = %e, "cannot remove VM directory");
-        }
-    }
-    if let Err(e) = daemon.registry.delete_vm(vm_id) {
-        tracing::warn!(error = %e, "cannot delete VM record");
-    }
+    vm::forget(daemon, vm_id, run_dir);
 }
