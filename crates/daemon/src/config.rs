@@ -59,23 +59,10 @@ impl Config {
         self.home.join("tasks")
     }
 
-    /// The guest harness binary: `$AEGIS_HARNESS`, else `aegis-harness` beside this executable
-    /// (an installation), else the static build of this source tree (`scripts/build.sh`).
-    /// `target/<profile>/aegis-harness` is never used: cargo rebuilds it dynamically linked.
+    /// The guest harness binary (see [`aegis_image::harness_path`]).
     pub fn harness_binary(&self) -> PathBuf {
-        if let Some(p) = std::env::var_os("AEGIS_HARNESS") {
-            return PathBuf::from(p);
-        }
-        let installed = beside_current_exe("aegis-harness");
-        let in_target_dir = installed.parent().and_then(Path::parent).is_some_and(|t| {
-            t.join(".rustc_info.json").exists() || t.join("CACHEDIR.TAG").exists()
-        });
-        if in_target_dir {
-            if let Some(target) = installed.parent().and_then(Path::parent) {
-                return target.join("x86_64-unknown-linux-gnu/harness/aegis-harness");
-            }
-        }
-        installed
+        let exe = beside_current_exe("aegisd");
+        aegis_image::harness_path(exe.parent().unwrap_or(Path::new(".")))
     }
 }
 

@@ -91,7 +91,7 @@ impl GuestAssets {
                 ),
             ));
         }
-        if is_dynamically_linked(&self.harness) {
+        if aegis_image::is_dynamically_linked(&self.harness) {
             return Err(ApiError::new(
                 ErrorCode::Unavailable,
                 format!(
@@ -111,46 +111,5 @@ impl GuestAssets {
         })?;
         *cached = Some(path.clone());
         Ok(path)
-    }
-}
-
-/// Whether the ELF file at `path` asks for a program interpreter (a dynamic loader), which
-/// the initramfs does not have.
-fn is_dynamically_linked(path: &std::path::Path) -> bool {
-    use std::io::{Read, Seek, SeekFrom};
-    let check = || -> std::io::Result<bool> {
-        let mut f = std::fs::File::open(path)?;
-        let mut eh = [0u8; 64];
-        f.read_exact(&mut eh)?;
-        if &eh[..4] != b"\x7fELF" || eh[4] != 2 {
-            return Ok(false); // not a 64-bit ELF: let the guest report it
-        }
-        let phoff = u64::from_le_bytes(eh[32..40].try_into().unwrap_or_default());
-        let phentsize = u64::from(u16::from_le_bytes([eh[54], eh[55]]));
-        let phnum = u64::from(u16::from_le_bytes([eh[56], eh[57]]));
-        for i in 0..phnum {
-            f.seek(SeekFrom::Start(phoff + i * phentsize))?;
-            let mut ty = [0u8; 4];
-            f.read_exact(&mut ty)?;
-            if u32::from_le_bytes(ty) == 3 {
-                return Ok(true); // PT_INTERP
-            }
-        }
-        Ok(false)
-    };
-    check().unwrap_or(false)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn detects_dynamic_executables() {
-        // The test binary itself is dynamically linked; /dev/null is not an ELF at all.
-        assert!(super::is_dynamically_linked(
-            &std::env::current_exe().unwrap()
-        ));
-        assert!(!super::is_dynamically_linked(std::path::Path::new(
-            "/dev/null"
-        )));
     }
 }

@@ -9,6 +9,7 @@ mod cmd;
 mod cpio;
 mod error;
 mod ext4;
+mod harness;
 mod host;
 mod images;
 mod initramfs;
@@ -18,6 +19,7 @@ mod progress;
 
 pub use error::{ImageError, Result};
 pub use ext4::{create_scratch_disk, MIN_SCRATCH_BYTES, SCRATCH_LABEL};
+pub use harness::{harness_path, is_dynamically_linked, HARNESS_ENV};
 pub use host::host_tsc_khz;
 pub use images::{
     build_image, debian_mirror, image_file, image_path, image_status, list_images, BaseImage,

@@ -263,28 +263,10 @@ fn image_checks(layout: &Layout) -> Vec<Check> {
         .collect()
 }
 
-/// The harness the daemon will put in guests: `$AEGIS_HARNESS`, else beside aegisd (where the
-/// daemon looks), else beside aegis.
+/// The harness the daemon will put in guests (the daemon's own lookup, see
+/// `aegis_image::harness_path`), and whether it can be PID 1 (fully static).
 fn harness_check(aegisd: Option<&PathBuf>) -> Check {
-    const NAME: &str = "aegis-harness";
-    const ENV: &str = "AEGIS_HARNESS";
-    let fix = "build it with `scripts/build.sh` (it puts the static harness beside aegisd), or \
-               set AEGIS_HARNESS to its path";
-    if let Some(path) = std::env::var_os(ENV)
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-    {
-        return if path.is_file() {
-            Check::ok("harness", format!("{} (from {ENV})", path.display()))
-        } else {
-            Check::problem(
-                "harness",
-                Verdict::Fail,
-                format!("{ENV} is {}, which does not exist", path.display()),
-                fix,
-            )
-        };
-    }
+    let fix = "build it with `scripts/build.sh` (a static binary), or set AEGIS_HARNESS to one";
     let dir = aegisd
         .and_then(|p| p.parent().map(Path::to_path_buf))
         .or_else(|| {
@@ -293,24 +275,35 @@ fn harness_check(aegisd: Option<&PathBuf>) -> Check {
                 .parent()
                 .map(Path::to_path_buf)
         });
-    match dir.map(|d| d.join(NAME)) {
-        Some(path) if path.is_file() => Check::ok("harness", path.display().to_string()),
-        Some(path) => Check::problem(
-            "harness",
-            Verdict::Fail,
-            format!(
-                "{} does not exist (aegisd looks for it beside itself)",
-                path.display()
-            ),
-            fix,
-        ),
-        None => Check::problem(
+    let Some(dir) = dir else {
+        return Check::problem(
             "harness",
             Verdict::Fail,
             "cannot tell where aegisd looks for it",
             fix,
-        ),
+        );
+    };
+    let path = aegis_image::harness_path(&dir);
+    if !path.is_file() {
+        return Check::problem(
+            "harness",
+            Verdict::Fail,
+            format!("{} does not exist", path.display()),
+            fix,
+        );
     }
+    if aegis_image::is_dynamically_linked(&path) {
+        return Check::problem(
+            "harness",
+            Verdict::Fail,
+            format!(
+                "{} is dynamically linked and cannot be PID 1 of a guest",
+                path.display()
+            ),
+            fix,
+        );
+    }
+    Check::ok("harness", format!("{} (static)", path.display()))
 }
 
 fn disk_check(home: &Path) -> Check {
