@@ -88,7 +88,8 @@ fn conformance_serve_wakes_from_pause_and_from_terminated() {
     use std::io::{Read, Write};
     let get = |port: u16| -> String {
         let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        s.set_read_timeout(Some(std::time::Duration::from_secs(120))).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(120)))
+            .unwrap();
         write!(s, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
         let mut r = String::new();
         s.read_to_string(&mut r).unwrap();
@@ -96,8 +97,17 @@ fn conformance_serve_wakes_from_pause_and_from_terminated() {
     };
     each_backend(|d| {
         let o = d.aegis(&[
-            "run", "--detach", "--name", "conf", "--expose", "8000:http", "--",
-            "python3", "-m", "http.server", "8000",
+            "run",
+            "--detach",
+            "--name",
+            "conf",
+            "--expose",
+            "8000:http",
+            "--",
+            "python3",
+            "-m",
+            "http.server",
+            "8000",
         ]);
         assert_eq!(code(&o), 0, "{}", stderr(&o));
         let inspect = || -> aegis_api::Instance {

@@ -1,0 +1,170 @@
+//! Errors of the image store: each says what happened, to what, and what to do.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Result of image store operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong while pulling, storing or unpacking an image.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The reference could not be parsed.
+    #[error("invalid image reference {reference:?}: {reason} (expected e.g. `alpine:3.21`, `registry:5000/team/app:tag` or `name@sha256:<64 hex>`)")]
+    InvalidReference {
+        /// The reference as given.
+        reference: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+
+    /// The registry does not know the repository, tag or digest.
+    #[error("image {reference} not found in registry {registry}: {detail} (check the repository name and tag)")]
+    NotFound {
+        /// The canonical reference.
+        reference: String,
+        /// The registry host.
+        registry: String,
+        /// What the registry said.
+        detail: String,
+    },
+
+    /// The registry could not be reached at all.
+    #[error("cannot reach registry {registry} to pull {reference}: {detail} (check the registry address, port and network)")]
+    Unreachable {
+        /// The canonical reference.
+        reference: String,
+        /// The registry host.
+        registry: String,
+        /// The underlying error.
+        detail: String,
+    },
+
+    /// The registry refused access.
+    #[error("registry {registry} refused access to {reference}: {detail} (for a private image set AEGIS_REGISTRY_USERNAME and AEGIS_REGISTRY_PASSWORD)")]
+    Unauthorized {
+        /// The canonical reference.
+        reference: String,
+        /// The registry host.
+        registry: String,
+        /// What the registry said.
+        detail: String,
+    },
+
+    /// The registry answered with something unexpected.
+    #[error("registry {registry} failed while pulling {reference}: {detail}")]
+    Registry {
+        /// The canonical reference.
+        reference: String,
+        /// The registry host.
+        registry: String,
+        /// The underlying error.
+        detail: String,
+    },
+
+    /// A blob's content does not hash to its digest: it was rejected and not stored.
+    #[error("digest mismatch for {what} {expected} of {reference}: the received content hashes to {actual}; it was rejected and not stored (the registry or a proxy served corrupted data; retry the pull, and check the registry's storage if it persists)")]
+    DigestMismatch {
+        /// The canonical reference.
+        reference: String,
+        /// What the blob is (manifest, config, layer).
+        what: &'static str,
+        /// The digest the manifest promised.
+        expected: String,
+        /// The digest of what was received.
+        actual: String,
+    },
+
+    /// A manifest list / OCI index has no linux/amd64 image.
+    #[error("image {reference} has no linux/amd64 variant (platforms offered: {available}); Aegis guests are linux/amd64")]
+    NoPlatform {
+        /// The canonical reference.
+        reference: String,
+        /// The platforms the index offers.
+        available: String,
+    },
+
+    /// A manifest, config or layer of a kind this store cannot handle.
+    #[error("unsupported {what} in {reference}: {detail}")]
+    Unsupported {
+        /// The canonical reference.
+        reference: String,
+        /// What is unsupported (manifest, layer, config, digest algorithm).
+        what: &'static str,
+        /// The details.
+        detail: String,
+    },
+
+    /// The image was never pulled into this store.
+    #[error("image {reference} is not in the store at {store} (pull it first)")]
+    ImageNotInStore {
+        /// The canonical reference.
+        reference: String,
+        /// The store directory.
+        store: PathBuf,
+    },
+
+    /// A blob an image record refers to is missing from the store.
+    #[error("blob {digest} of image {reference} is missing from the store ({path}); remove the image and pull it again")]
+    BlobMissing {
+        /// The canonical reference.
+        reference: String,
+        /// The blob digest.
+        digest: String,
+        /// Where it should be.
+        path: PathBuf,
+    },
+
+    /// A layer contains an entry that would write outside the destination or is otherwise unsafe.
+    #[error("layer {layer} has an unsafe entry {entry:?}: {reason}; refusing to unpack it (the image is malicious or broken)")]
+    UnsafeEntry {
+        /// The layer digest (or a description of the layer).
+        layer: String,
+        /// The entry's path in the layer.
+        entry: String,
+        /// Why it is refused.
+        reason: String,
+    },
+
+    /// A layer archive could not be read.
+    #[error("layer {layer} is not a valid tar archive: {detail}")]
+    BadLayer {
+        /// The layer digest (or a description).
+        layer: String,
+        /// The underlying error.
+        detail: String,
+    },
+
+    /// A JSON document in the store or from the registry could not be parsed.
+    #[error("cannot parse {what} {path}: {detail}")]
+    BadJson {
+        /// What the document is.
+        what: &'static str,
+        /// Where it is (a path or a digest).
+        path: String,
+        /// The parse error.
+        detail: String,
+    },
+
+    /// A filesystem operation failed.
+    #[error("cannot {action} {path}: {source}")]
+    Io {
+        /// What was being done (e.g. "create", "rename").
+        action: &'static str,
+        /// On what.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl Error {
+    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+}
