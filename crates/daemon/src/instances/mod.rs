@@ -331,12 +331,14 @@ impl InstanceManager {
     ) -> Result<tokio::sync::mpsc::Receiver<bytes::Bytes>, ApiError> {
         let rt = self.get(key)?;
         let dir = daemon.config.home.join("instances").join(&rt.id);
+        // The feed ends when the instance is deleted (its log finishes) or the daemon stops.
         Ok(output::feed(
             dir,
             Some(rt.log.subscribe()),
             follow,
             offsets,
             Box::new(|| None),
+            daemon.shutdown.clone(),
         ))
     }
 

@@ -184,6 +184,7 @@ impl TaskManager {
         self.get(daemon, id)?;
         let dir = self.task_dir(daemon, id);
         let watch = self.live(id).map(|l| l.output.subscribe());
+        let daemon_stop = daemon.shutdown.clone();
         let daemon = daemon.clone();
         let id = id.to_string();
         let end = Box::new(move || {
@@ -192,7 +193,7 @@ impl TaskManager {
                 task: Box::new(task),
             })
         });
-        Ok(output::feed(dir, watch, follow, offsets, end))
+        Ok(output::feed(dir, watch, follow, offsets, end, daemon_stop))
     }
 
     /// Cancels every running task and waits (bounded) for their VMs to be gone.

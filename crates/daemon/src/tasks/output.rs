@@ -98,6 +98,7 @@ pub fn feed(
     follow: bool,
     mut offsets: (u64, u64),
     end: Box<dyn FnOnce() -> Option<aegis_api::OutputEvent> + Send>,
+    stop: tokio_util::sync::CancellationToken,
 ) -> tokio::sync::mpsc::Receiver<bytes::Bytes> {
     let (tx, rx) = tokio::sync::mpsc::channel(8);
     tokio::spawn(async move {
@@ -133,9 +134,13 @@ pub fn feed(
             }
             match &mut watch {
                 Some(w) => {
-                    if w.changed().await.is_err() {
-                        // The writer is gone: the files are final now.
-                        watch = None;
+                    tokio::select! {
+                        changed = w.changed() => if changed.is_err() {
+                            // The writer is gone: the files are final now.
+                            watch = None;
+                        },
+                        // The daemon stops: end the feed (the client resumes by offset).
+                        _ = stop.cancelled() => return,
                     }
                 }
                 None => break,
