@@ -70,7 +70,7 @@ fn boot(kernel: &Path, image: &Path, harness: &Path) -> Vm {
     let qemu = Command::new("qemu-system-x86_64")
         .args([
             "-M",
-            "microvm,x-option-roms=off,isa-serial=on,rtc=off",
+            "microvm,x-option-roms=off,isa-serial=on,rtc=on",
             "-cpu",
             "max",
             "-m",

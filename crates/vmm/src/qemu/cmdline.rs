@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! qemu-system-x86_64 -name aegis-<id>,debug-threads=off
-//!   -M microvm,x-option-roms=off,isa-serial=on,rtc=off -accel tcg|kvm -cpu max|host
+//!   -M microvm,x-option-roms=off,isa-serial=on,rtc=on -accel tcg|kvm -cpu max|host
 //!   -smp N -m MiB -nodefaults -no-user-config -nographic -no-reboot
 //!   -kernel K -initrd I -append "console=ttyS0 reboot=t panic=-1 quiet [tsc_early_khz=..] ..."
 //!   -chardev file,id=con0,path=<run>/console.log -serial chardev:con0
@@ -117,7 +117,7 @@ pub fn build(
     let mut a: Vec<String> = Vec::with_capacity(64);
     let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
     push(&["-name", &format!("aegis-{},debug-threads=off", spec.id)]);
-    push(&["-M", "microvm,x-option-roms=off,isa-serial=on,rtc=off"]);
+    push(&["-M", "microvm,x-option-roms=off,isa-serial=on,rtc=on"]);
     push(&["-accel", cfg.accel.as_str()]);
     push(&["-cpu", cpu]);
     push(&["-smp", &spec.vcpus.to_string()]);
@@ -281,7 +281,7 @@ mod tests {
         assert_eq!(after(&argv, "-name"), ["aegis-i-123,debug-threads=off"]);
         assert_eq!(
             after(&argv, "-M"),
-            ["microvm,x-option-roms=off,isa-serial=on,rtc=off"]
+            ["microvm,x-option-roms=off,isa-serial=on,rtc=on"]
         );
         assert_eq!(after(&argv, "-accel"), ["tcg"]);
         assert_eq!(after(&argv, "-cpu"), ["max"]);
