@@ -8,6 +8,7 @@ use aegis_api::{ApiError, ErrorCode};
 use aegis_image::Layout;
 
 use crate::config::Config;
+use crate::sync::lock;
 
 pub struct GuestAssets {
     layout: Layout,
@@ -101,7 +102,7 @@ impl GuestAssets {
                 ),
             ));
         }
-        let mut cached = self.initramfs.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cached = lock(&self.initramfs);
         // ensure_initramfs is content-addressed: cheap when nothing changed.
         let path = aegis_image::ensure_initramfs(&self.layout, &self.harness).map_err(|e| {
             ApiError::new(

@@ -8,6 +8,7 @@ pub mod guest;
 pub mod ids;
 pub mod instances;
 pub mod reconcile;
+mod sync;
 pub mod tasks;
 pub mod vm;
 

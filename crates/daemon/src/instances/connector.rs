@@ -8,6 +8,8 @@ use std::time::Duration;
 use aegis_proto::{GuestMessage, HostMessage, Session, Stream, StreamId};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::sync::lock;
+
 type Pending = Mutex<HashMap<StreamId, oneshot::Sender<Result<(), String>>>>;
 
 pub struct Connector {
@@ -23,10 +25,6 @@ pub enum GuestConnectError {
     Timeout { port: u16, secs: u64 },
     #[error("the session with the guest is gone")]
     Closed,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Connector {

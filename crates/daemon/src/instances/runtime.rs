@@ -19,6 +19,7 @@ use super::connector::Connector;
 use crate::daemon::Daemon;
 use crate::guest::BootAssets;
 use crate::ids;
+use crate::sync::lock;
 use crate::tasks::output::OutputLog;
 use crate::vm::{self, GuestVm, LaunchSpec};
 
@@ -74,10 +75,6 @@ pub struct InstanceRuntime {
     pub connecting: std::sync::atomic::AtomicUsize,
     /// The router's accept loops of this instance's ports; they end after `shutdown`.
     pub listeners: Mutex<Vec<tokio::task::JoinHandle<()>>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl InstanceRuntime {

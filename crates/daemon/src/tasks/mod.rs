@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::daemon::Daemon;
 use crate::ids;
+use crate::sync::lock;
 use output::OutputLog;
 
 /// A task whose runner is alive.
@@ -30,10 +31,7 @@ pub struct LiveTask {
 
 impl LiveTask {
     fn cancel(&self, reason: &str) {
-        self.reason
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get_or_insert_with(|| reason.into());
+        lock(&self.reason).get_or_insert_with(|| reason.into());
         self.cancel.cancel();
     }
 }
@@ -46,15 +44,11 @@ pub struct TaskManager {
 
 impl TaskManager {
     pub fn running(&self) -> usize {
-        self.live.lock().unwrap_or_else(|p| p.into_inner()).len()
+        lock(&self.live).len()
     }
 
     fn live(&self, id: &str) -> Option<Arc<LiveTask>> {
-        self.live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(id)
-            .cloned()
+        lock(&self.live).get(id).cloned()
     }
 
     /// Validates `req`, records the task and starts its runner.
@@ -106,10 +100,7 @@ impl TaskManager {
             reason: Mutex::new(None),
             output,
         });
-        self.live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(task.id.clone(), live.clone());
+        lock(&self.live).insert(task.id.clone(), live.clone());
         let span = tracing::info_span!("task", id = %task.id);
         self.runners.spawn(tracing::Instrument::instrument(
             run::run(daemon.clone(), task.clone(), req, assets, live),
@@ -198,13 +189,7 @@ impl TaskManager {
 
     /// Cancels every running task and waits (bounded) for their VMs to be gone.
     pub async fn shutdown(&self, grace: Duration) {
-        let live: Vec<_> = self
-            .live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let live: Vec<_> = lock(&self.live).values().cloned().collect();
         for t in live {
             t.cancel("aegisd is shutting down");
         }
@@ -218,10 +203,7 @@ impl TaskManager {
     }
 
     fn finished(&self, id: &str) {
-        self.live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(id);
+        lock(&self.live).remove(id);
     }
 }
 

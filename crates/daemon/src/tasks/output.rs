@@ -11,6 +11,8 @@ use std::sync::Mutex;
 use aegis_api::StreamName;
 use tokio::sync::watch;
 
+use crate::sync::lock;
+
 /// Bytes written so far to each stream, and whether writing is over.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OutputState {
@@ -61,7 +63,7 @@ impl OutputLog {
     /// Appends `bytes` to `stream`. Small synchronous writes to a local file: cheaper than a
     /// hop to the blocking pool, and ordering is trivially preserved.
     pub fn append(&self, stream: StreamName, bytes: &[u8]) -> std::io::Result<()> {
-        let mut files = self.files.lock().unwrap_or_else(|p| p.into_inner());
+        let mut files = lock(&self.files);
         let file = match stream {
             StreamName::Stdout => &mut files.0,
             StreamName::Stderr => &mut files.1,

@@ -13,6 +13,7 @@ use super::LiveTask;
 use crate::daemon::Daemon;
 use crate::guest::BootAssets;
 use crate::ids;
+use crate::sync::lock;
 use crate::vm::{self, describe_exit, GuestVm, LaunchSpec};
 
 /// How a task ended, before it is written down.
@@ -104,11 +105,7 @@ pub(super) async fn run(
 }
 
 fn cancel_reason(live: &LiveTask) -> String {
-    live.reason
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone()
-        .unwrap_or_default()
+    lock(&live.reason).clone().unwrap_or_default()
 }
 
 /// Runs the command in a booted VM and collects its artifacts.
