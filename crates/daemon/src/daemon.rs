@@ -86,7 +86,7 @@ impl Daemon {
     }
 
     /// Binds the shared HTTP router port (apps by `Host` name).
-    async fn start_router(self: &Arc<Self>) -> anyhow::Result<()> {
+    pub async fn start_router(self: &Arc<Self>) -> anyhow::Result<()> {
         let addr = self.config.router_addr;
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
             format!("cannot listen on the router address {addr}; choose another with --router-addr")

@@ -201,3 +201,60 @@ async fn bad_targets_are_refused() {
     let e = d.instances.create(&d, named).await.unwrap_err();
     assert!(e.error.message.contains("already exists"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shared_port_reuses_one_upstream_per_client_connection() {
+    let (d, _fake, _home) = daemon().await;
+    let app_port = free_port();
+    let req = CreateInstance {
+        name: Some("app".into()),
+        command: vec![
+            "python3".into(),
+            "-m".into(),
+            "http.server".into(),
+            app_port.to_string(),
+            "--bind".into(),
+            "127.0.0.1".into(),
+        ],
+        expose: vec![PortSpec {
+            guest_port: app_port,
+            host_port: None,
+            protocol: PortProtocol::Http,
+        }],
+        ..Default::default()
+    };
+    d.instances.create(&d, req).await.unwrap();
+    d.start_router().await.unwrap();
+    let shared = *d.router_addr.get().expect("router bound");
+    let rt = d.instances.get("app").unwrap();
+    let conns = tokio::task::spawn_blocking(move || {
+        // Two requests on one keep-alive client connection, routed by Host.
+        let mut s = TcpStream::connect(shared).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut seen = vec![];
+        for _ in 0..2 {
+            write!(s, "GET / HTTP/1.1\r\nHost: app.localhost\r\n\r\n").unwrap();
+            let mut buf = vec![0u8; 64 * 1024];
+            let n = s.read(&mut buf).unwrap();
+            let head = String::from_utf8_lossy(&buf[..n]).to_string();
+            assert!(
+                head.starts_with("HTTP/1.") && head.contains(" 200 "),
+                "{head}"
+            );
+            // Drain the rest of the body (python closes its side; the router keeps ours).
+            std::thread::sleep(Duration::from_millis(200));
+            let _ = s.set_nonblocking(true);
+            while s.read(&mut buf).map(|n| n > 0).unwrap_or(false) {}
+            let _ = s.set_nonblocking(false);
+            seen.push(rt.view().active_connections);
+        }
+        seen
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        conns,
+        vec![1, 1],
+        "one client connection is one activity, request after request"
+    );
+}

@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 
 use crate::daemon::Daemon;
 use crate::ids;
+use crate::sync::lock;
 use crate::tasks::output::{self, OutputLog};
 use crate::tasks::{validate_vm, HostLimits, VmRequest};
 use runtime::InstanceRuntime;
@@ -26,10 +27,10 @@ use upstream::InstanceUpstream;
 #[derive(Default)]
 pub struct InstanceManager {
     instances: Mutex<HashMap<String, Arc<InstanceRuntime>>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+    /// The one router upstream of each instance (by id). The router recognises an upstream
+    /// by identity (it reuses a client's upstream connection while requests go to the same
+    /// one), so the shared port must always hand out the same `Arc`.
+    upstreams: Mutex<HashMap<String, Arc<dyn aegis_router::Upstream>>>,
 }
 
 fn bad(message: String) -> ApiError {
@@ -129,6 +130,16 @@ impl InstanceManager {
                     format!("no instance '{key}'; list instances with `aegis instance ls`"),
                 )
             })
+    }
+
+    /// The router upstream of instance `key` (id or name).
+    fn upstream(
+        &self,
+        key: &str,
+    ) -> Option<(Arc<InstanceRuntime>, Arc<dyn aegis_router::Upstream>)> {
+        let rt = self.get(key).ok()?;
+        let upstream = lock(&self.upstreams).get(&rt.id).cloned()?;
+        Some((rt, upstream))
     }
 
     pub fn list(&self) -> Vec<Instance> {
@@ -242,6 +253,7 @@ impl InstanceManager {
             lock(&rt.listeners).push(handle);
         }
         tokio::spawn(rt.clone().idle_loop());
+        lock(&self.upstreams).insert(record.id.clone(), upstream);
         lock(&self.instances).insert(record.id.clone(), rt.clone());
         Ok(rt)
     }
@@ -305,6 +317,7 @@ impl InstanceManager {
     pub async fn delete(&self, daemon: &Daemon, key: &str) -> Result<(), ApiError> {
         let rt = self.get(key)?;
         lock(&self.instances).remove(&rt.id);
+        lock(&self.upstreams).remove(&rt.id);
         rt.shutdown.cancel();
         // Release the host ports before answering, so they can be reused at once.
         let listeners: Vec<_> = lock(&rt.listeners).drain(..).collect();
@@ -344,6 +357,7 @@ impl InstanceManager {
 
     /// Stops every VM (daemon shutdown). Targets stay recorded and come back on restart.
     pub async fn shutdown(&self, grace: Duration) {
+        lock(&self.upstreams).clear();
         let all: Vec<_> = lock(&self.instances).drain().map(|(_, v)| v).collect();
         let stops = all.into_iter().map(|rt| async move {
             rt.shutdown.cancel();
@@ -376,7 +390,7 @@ pub struct NameResolver(pub std::sync::Weak<Daemon>);
 impl Resolver for NameResolver {
     fn resolve(&self, name: &str) -> Option<Target> {
         let daemon = self.0.upgrade()?;
-        let rt = daemon.instances.get(name).ok()?;
+        let (rt, upstream) = daemon.instances.upstream(name)?;
         let port = rt
             .target
             .expose
@@ -391,6 +405,6 @@ impl Resolver for NameResolver {
             protocol: router_protocol(port.protocol),
             wake,
         };
-        Some(Target::new(Arc::new(InstanceUpstream(rt)), route))
+        Some(Target::new(upstream, route))
     }
 }
