@@ -24,7 +24,8 @@ pub struct GuestAssets {
 pub struct BootAssets {
     pub kernel: PathBuf,
     pub initramfs: PathBuf,
-    pub rootfs: PathBuf,
+    /// Read-only disk layers, bottom first: one for a built-in image, one per OCI layer.
+    pub layers: Vec<PathBuf>,
 }
 
 impl GuestAssets {
@@ -77,7 +78,7 @@ impl GuestAssets {
         Ok(BootAssets {
             kernel,
             initramfs: self.initramfs()?,
-            rootfs,
+            layers: vec![rootfs],
         })
     }
 

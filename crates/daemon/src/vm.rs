@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aegis_proto::{GuestMessage, HostMessage, Session, Side, PROTOCOL_VERSION};
-use aegis_vmm::{Backend, Disk, Vm, VmExit, VmSpec, VmmError};
+use aegis_vmm::{Backend, Disk, Share, Vm, VmExit, VmSpec, VmmError};
 use tokio::sync::mpsc;
 
 use crate::guest::BootAssets;
@@ -41,44 +41,59 @@ pub struct GuestVm {
 }
 
 /// What to boot.
+#[derive(Debug, Clone)]
 pub struct LaunchSpec {
     pub vm_id: String,
     pub run_dir: PathBuf,
     pub assets: BootAssets,
+    /// Host directories for the guest (workspace volumes).
+    pub shares: Vec<Share>,
     pub vcpus: u32,
     pub memory_mib: u32,
 }
 
-/// The backend spec of an Aegis VM: the image read-only, the scratch disk writable. Disks are
-/// found by serial in the guest, never by order.
-pub fn vm_spec(
-    vm_id: &str,
-    run_dir: &Path,
-    assets: BootAssets,
-    scratch: &Path,
-    vcpus: u32,
-    memory_mib: u32,
-) -> VmSpec {
+/// Serial of disk layer `i` (bottom first). The bottom layer keeps the historical
+/// `aegis-root`, so a one-layer VM looks exactly like before layers existed.
+pub fn layer_serial(i: usize) -> String {
+    if i == 0 {
+        "aegis-root".into()
+    } else {
+        format!("aegis-l{i}")
+    }
+}
+
+/// The backend spec of an Aegis VM: the disk layers read-only, the scratch disk writable.
+/// Disks are found by serial in the guest, never by order.
+pub fn vm_spec(spec: &LaunchSpec, scratch: &Path) -> VmSpec {
+    let layers = &spec.assets.layers;
+    let mut disks: Vec<Disk> = layers
+        .iter()
+        .enumerate()
+        .map(|(i, path)| Disk {
+            path: path.clone(),
+            read_only: true,
+            serial: layer_serial(i),
+        })
+        .collect();
+    disks.push(Disk {
+        path: scratch.to_path_buf(),
+        read_only: false,
+        serial: "aegis-scratch".into(),
+    });
+    let mut kernel_args = vec![];
+    if layers.len() > 1 {
+        kernel_args.push(format!("aegis.layers={}", layers.len()));
+    }
     VmSpec {
-        id: vm_id.to_string(),
-        kernel: assets.kernel,
-        initramfs: assets.initramfs,
-        kernel_args: vec![],
-        vcpus,
-        memory_mib,
-        disks: vec![
-            Disk {
-                path: assets.rootfs,
-                read_only: true,
-                serial: "aegis-root".into(),
-            },
-            Disk {
-                path: scratch.to_path_buf(),
-                read_only: false,
-                serial: "aegis-scratch".into(),
-            },
-        ],
-        run_dir: run_dir.to_path_buf(),
+        id: spec.vm_id.clone(),
+        kernel: spec.assets.kernel.clone(),
+        initramfs: spec.assets.initramfs.clone(),
+        kernel_args,
+        vcpus: spec.vcpus,
+        memory_mib: spec.memory_mib,
+        disks,
+        shares: spec.shares.clone(),
+        run_dir: spec.run_dir.clone(),
     }
 }
 
@@ -97,14 +112,7 @@ pub async fn launch(backend: &dyn Backend, spec: LaunchSpec) -> Result<GuestVm, 
     .await
     .map_err(|e| LaunchError::Scratch(e.to_string()))?
     .map_err(|e| LaunchError::Scratch(e.to_string()))?;
-    let spec = vm_spec(
-        &spec.vm_id,
-        &spec.run_dir,
-        spec.assets,
-        &scratch,
-        spec.vcpus,
-        spec.memory_mib,
-    );
+    let spec = vm_spec(&spec, &scratch);
     let vm = backend.boot(&spec).await?;
     attach(Arc::from(vm), None).await
 }

@@ -21,7 +21,7 @@ async fn daemon() -> (Arc<Daemon>, Arc<FakeBackend>, tempfile::TempDir) {
     let assets = BootAssets {
         kernel: "/dev/null".into(),
         initramfs: "/dev/null".into(),
-        rootfs: "/dev/null".into(),
+        layers: vec!["/dev/null".into()],
     };
     let guest = GuestAssets::fixed(&config, assets);
     let d = Daemon::start_with(config, fake.clone(), guest)

@@ -24,7 +24,7 @@ async fn fixture() -> Fixture {
     let assets = BootAssets {
         kernel: "/dev/null".into(),
         initramfs: "/dev/null".into(),
-        rootfs: "/dev/null".into(),
+        layers: vec!["/dev/null".into()],
     };
     let guest = GuestAssets::fixed(&config, assets);
     let daemon = Daemon::start_with(config, fake.clone(), guest)

@@ -443,6 +443,7 @@ mod tests {
             vcpus: 1,
             memory_mib: 256,
             disks: vec![],
+            shares: vec![],
             run_dir: dir.to_path_buf(),
         }
     }

@@ -26,4 +26,4 @@ pub use capabilities::{BackendKind, Capabilities};
 pub use fake::FakeBackend;
 pub use host::{probe, HostReport};
 pub use select::{select, BackendChoice, BackendOptions};
-pub use spec::{Disk, SnapshotRef, VmSpec};
+pub use spec::{Disk, Share, SnapshotRef, VmSpec};

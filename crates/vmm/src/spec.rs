@@ -13,6 +13,16 @@ pub struct Disk {
     pub serial: String,
 }
 
+/// A host directory shared with the guest (virtio-fs where the backend has it). The guest
+/// mounts it by `tag`; its data lives on the host only, never in a disk image or snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Share {
+    /// Up to 36 ASCII bytes (virtio-fs tag limit), e.g. `aegis-workspace`.
+    pub tag: String,
+    pub host_path: PathBuf,
+    pub read_only: bool,
+}
+
 /// Everything a backend needs to boot one microVM.
 #[derive(Debug, Clone)]
 pub struct VmSpec {
@@ -25,6 +35,8 @@ pub struct VmSpec {
     pub vcpus: u32,
     pub memory_mib: u32,
     pub disks: Vec<Disk>,
+    /// Host directories shared with the guest; empty for most VMs.
+    pub shares: Vec<Share>,
     /// Private directory of this VM: API/QMP/channel sockets, console log, pid file. Created by
     /// the caller (mode 0700); the backend removes nothing outside it.
     pub run_dir: PathBuf,
@@ -145,6 +157,7 @@ mod tests {
                 read_only: true,
                 serial: "aegis-root".into(),
             }],
+            shares: vec![],
             run_dir: dir.to_path_buf(),
         }
     }

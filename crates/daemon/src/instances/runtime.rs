@@ -297,6 +297,7 @@ impl InstanceRuntime {
             vm_id: vm_id.clone(),
             run_dir: run_dir.clone(),
             assets,
+            shares: vec![],
             vcpus: self.target.vcpus.unwrap_or(aegis_api::DEFAULT_VCPUS),
             memory_mib: self
                 .target
@@ -482,16 +483,18 @@ impl InstanceRuntime {
         let scratch = run_dir.join("scratch.ext4");
         let result = async {
             sparse_copy(&cached.snap.dir.join("scratch.ext4"), &scratch).await?;
-            let spec = vm::vm_spec(
-                &vm_id,
-                &run_dir,
-                assets.clone(),
-                &scratch,
-                self.target.vcpus.unwrap_or(aegis_api::DEFAULT_VCPUS),
-                self.target
+            let launch = LaunchSpec {
+                vm_id: vm_id.clone(),
+                run_dir: run_dir.clone(),
+                assets: assets.clone(),
+                shares: vec![],
+                vcpus: self.target.vcpus.unwrap_or(aegis_api::DEFAULT_VCPUS),
+                memory_mib: self
+                    .target
                     .memory_mib
                     .unwrap_or(aegis_api::DEFAULT_MEMORY_MIB),
-            );
+            };
+            let spec = vm::vm_spec(&launch, &scratch);
             let vmm = daemon
                 .backend
                 .restore(&spec, &cached.snap)

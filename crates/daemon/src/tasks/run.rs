@@ -43,6 +43,7 @@ pub(super) async fn run(
         vm_id: vm_id.clone(),
         run_dir: run_dir.clone(),
         assets,
+        shares: vec![],
         vcpus: task.vcpus,
         memory_mib: task.memory_mib,
     };

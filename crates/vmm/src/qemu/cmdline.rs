@@ -257,6 +257,7 @@ mod tests {
                     serial: "aegis-scratch".into(),
                 },
             ],
+            shares: vec![],
             run_dir: "/run/vm".into(),
         }
     }

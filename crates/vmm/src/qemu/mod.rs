@@ -652,6 +652,7 @@ mod tests {
             vcpus: 1,
             memory_mib: 128,
             disks: vec![],
+            shares: vec![],
             run_dir: dir.to_path_buf(),
         }
     }
