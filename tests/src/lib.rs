@@ -1,6 +1,8 @@
 //! Test support: a real `aegisd` in a private home (sharing the guest-artefact cache), the real
 //! `aegis` CLI, and checks that nothing is left behind.
 
+pub mod registry;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
