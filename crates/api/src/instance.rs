@@ -117,6 +117,13 @@ pub struct CreateInstance {
     /// Serve browsers a loading page during a wake (HTTP ports).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loading_page: Option<bool>,
+    /// The app this instance serves (set by `POST /v1/apps/{name}/serve`): it boots from the
+    /// disk layers of release `release` of that app instead of `image`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
+    /// The app release served (with `app`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

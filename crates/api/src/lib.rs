@@ -5,11 +5,16 @@
 //! a test keeps the two in sync.
 #![forbid(unsafe_code)]
 
+pub mod app;
 pub mod error;
 pub mod instance;
 pub mod status;
 pub mod task;
 
+pub use app::{
+    App, AppServed, AppServing, CreateApp, PublishRelease, Release, ReleaseConfig, ReleaseLayer,
+    ServeApp,
+};
 pub use error::{ApiError, ErrorCode};
 pub use instance::{
     CreateInstance, Endpoint, IdlePolicy, Instance, InstanceState, PortProtocol, PortSpec,

@@ -146,6 +146,33 @@ pub enum Error {
         detail: String,
     },
 
+    /// The directory a layer is built from cannot be used.
+    #[error("cannot build a layer from {dir}: {detail}")]
+    SourceDir {
+        /// The directory (or the file in it) at fault.
+        dir: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+
+    /// A directory to build a layer from holds something a layer must not carry.
+    #[error("cannot put {path} into a layer: it is a {kind}; only regular files, directories and symlinks can be published (remove it or move it out of the directory)")]
+    UnsupportedFile {
+        /// The file.
+        path: PathBuf,
+        /// What it is.
+        kind: String,
+    },
+
+    /// The guest path a directory layer is placed under is not usable.
+    #[error("invalid destination {dest:?} for a directory layer: {reason}")]
+    BadDestination {
+        /// The destination as given.
+        dest: String,
+        /// Why it was refused.
+        reason: String,
+    },
+
     /// A filesystem operation failed.
     #[error("cannot {action} {path}: {source}")]
     Io {

@@ -12,6 +12,7 @@
 //! See `docs/IMAGES.md`.
 
 mod config;
+mod dir_layer;
 mod error;
 mod progress;
 mod reference;
@@ -19,6 +20,7 @@ mod store;
 mod unpack;
 
 pub use config::ImageConfig;
+pub use dir_layer::DIR_LAYER_MEDIA_TYPE;
 pub use error::{Error, Result};
 pub use progress::{NoProgress, Progress};
 pub use reference::{Reference, DEFAULT_REGISTRY};

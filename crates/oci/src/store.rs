@@ -102,7 +102,7 @@ impl Store {
     /// Takes the store lock: shared while pulling (pulls run side by side), exclusive while
     /// removing (so a removal never deletes a blob a pull in progress has found already
     /// stored). Released when the returned file is dropped.
-    fn lock(&self, exclusive: bool) -> Result<fs::File> {
+    pub(crate) fn lock(&self, exclusive: bool) -> Result<fs::File> {
         let path = self.root.join("lock");
         let file = fs::OpenOptions::new()
             .create(true)

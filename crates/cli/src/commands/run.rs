@@ -190,6 +190,7 @@ impl Args {
             terminate_after_secs: self.terminate_after,
             wake_timeout_secs: self.wake_timeout,
             loading_page: self.no_loading_page.then_some(false),
+            ..Default::default()
         }
     }
 }
