@@ -12,9 +12,9 @@
 //! `blobs/sha256/<hex>`, exactly like a pulled blob: a failed import leaves nothing behind.
 
 use std::ffi::OsString;
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, Read, Write};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 
@@ -318,17 +318,16 @@ impl<R: Read> Read for CountingReader<R> {
     }
 }
 
-/// Paths as bytes, for tests comparing archive listings.
-#[cfg(test)]
-fn bytes_of(p: &Path) -> Vec<u8> {
-    p.as_os_str().to_os_string().into_vec()
-}
-
 #[cfg(test)]
 mod tests {
+    use std::fs::File;
     use std::os::unix::fs::{symlink, PermissionsExt};
 
     use super::*;
+
+    fn bytes_of(p: &Path) -> Vec<u8> {
+        p.as_os_str().as_bytes().to_vec()
+    }
 
     fn tree() -> tempfile::TempDir {
         let d = tempfile::tempdir().unwrap();
