@@ -10,6 +10,7 @@ pub mod error;
 pub mod instance;
 pub mod status;
 pub mod task;
+pub mod workspace;
 
 pub use app::{
     App, AppServed, AppServing, CreateApp, PublishRelease, Release, ReleaseConfig, ReleaseLayer,
@@ -22,6 +23,7 @@ pub use instance::{
 };
 pub use status::{CapabilitiesInfo, Status};
 pub use task::{CreateTask, OutputEvent, StreamName, Task, TaskState};
+pub use workspace::{CreateWorkspace, Workspace, WorkspaceMode};
 
 /// Default guest image for tasks.
 pub const DEFAULT_IMAGE: &str = "debian";

@@ -37,6 +37,10 @@ pub struct CreateTask {
     /// Guest paths (files or directories) copied back to the host when the task ends.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub artifacts: Vec<String>,
+    /// Mounted at `/workspace`: a workspace name (created isolated when unknown), or an
+    /// absolute host directory. Held while the task runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,6 +122,9 @@ pub struct Task {
     /// Guest kernel release as reported by the harness (`uname -r`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guest_kernel: Option<String>,
+    /// The workspace mounted at `/workspace` (name or host path), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -29,6 +29,7 @@ fn task(id: &str, state: TaskState) -> Task {
         stderr_bytes: 0,
         artifacts_dir: None,
         guest_kernel: None,
+        workspace: None,
     }
 }
 

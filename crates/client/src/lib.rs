@@ -208,6 +208,34 @@ impl Client {
     }
 
     /// `DELETE /v1/instances/{id}`: remove the instance, its VM, listeners and snapshots.
+    /// `POST /v1/workspaces`.
+    pub async fn create_workspace(
+        &self,
+        request: &aegis_api::CreateWorkspace,
+    ) -> Result<aegis_api::Workspace> {
+        let body = serde_json::to_vec(request)
+            .map_err(|e| Error::Protocol(format!("cannot encode the workspace request: {e}")))?;
+        self.call_json(Method::POST, "/v1/workspaces", Some(body))
+            .await
+    }
+
+    /// `GET /v1/workspaces`.
+    pub async fn list_workspaces(&self) -> Result<Vec<aegis_api::Workspace>> {
+        self.call_json(Method::GET, "/v1/workspaces", None).await
+    }
+
+    /// `GET /v1/workspaces/{name}`.
+    pub async fn get_workspace(&self, name: &str) -> Result<aegis_api::Workspace> {
+        self.call_json(Method::GET, &workspace_path(name), None)
+            .await
+    }
+
+    /// `DELETE /v1/workspaces/{name}`: 409 while a task or instance holds it.
+    pub async fn delete_workspace(&self, name: &str) -> Result<()> {
+        self.call_empty(Method::DELETE, &workspace_path(name), None)
+            .await
+    }
+
     pub async fn delete_instance(&self, id: &str) -> Result<()> {
         self.call_empty(Method::DELETE, &instance_path(id, ""), None)
             .await
@@ -253,6 +281,10 @@ fn task_path(id: &str, suffix: &str) -> String {
 }
 
 /// `/v1/instances/{id}{suffix}`, likewise.
+fn workspace_path(name: &str) -> String {
+    format!("/v1/workspaces/{}", encode_segment(name))
+}
+
 fn instance_path(id: &str, suffix: &str) -> String {
     format!("/v1/instances/{}{suffix}", encode_segment(id))
 }

@@ -54,6 +54,10 @@ impl Config {
     pub fn run_dir(&self) -> PathBuf {
         self.home.join("run")
     }
+    /// Named workspaces' data, one directory each.
+    pub fn workspaces_dir(&self) -> PathBuf {
+        self.home.join("workspaces")
+    }
     /// Per-task output and artifacts.
     pub fn tasks_dir(&self) -> PathBuf {
         self.home.join("tasks")

@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::guest::GuestAssets;
 use crate::instances::InstanceManager;
 use crate::tasks::TaskManager;
+use crate::workspaces::WorkspaceManager;
 
 /// Everything a request handler or a task runner needs.
 pub struct Daemon {
@@ -26,6 +27,8 @@ pub struct Daemon {
     pub guest: GuestAssets,
     pub tasks: TaskManager,
     pub instances: InstanceManager,
+    /// Named workspaces and who holds them.
+    pub workspaces: WorkspaceManager,
     /// The router's thread-per-core workers (proxying stays off the API runtime and measured
     /// ~25% faster than tokio's work-stealing scheduler, see docs/ROUTER.md).
     pub router_workers: Arc<aegis_router::Workers>,
@@ -48,7 +51,12 @@ impl Daemon {
         backend: Arc<dyn Backend>,
         guest: GuestAssets,
     ) -> anyhow::Result<Arc<Daemon>> {
-        for dir in [config.home.clone(), config.run_dir(), config.tasks_dir()] {
+        for dir in [
+            config.home.clone(),
+            config.run_dir(),
+            config.tasks_dir(),
+            config.workspaces_dir(),
+        ] {
             create_private_dir(&dir)?;
         }
         let registry = Registry::open(&config.db())
@@ -57,6 +65,7 @@ impl Daemon {
         Ok(Arc::new(Daemon {
             tasks: TaskManager::default(),
             instances: InstanceManager::default(),
+            workspaces: WorkspaceManager::default(),
             router_workers: aegis_router::Workers::per_core()
                 .context("cannot start the router worker threads")?,
             router_addr: std::sync::OnceLock::new(),

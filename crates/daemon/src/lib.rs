@@ -11,5 +11,6 @@ pub mod reconcile;
 mod sync;
 pub mod tasks;
 pub mod vm;
+pub mod workspaces;
 
 pub use daemon::{run, Daemon};

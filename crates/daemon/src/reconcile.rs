@@ -18,7 +18,22 @@ pub async fn reconcile(config: &Config, registry: &Registry) -> anyhow::Result<(
                 unsafe { libc::kill(pid as i32, libc::SIGKILL) };
             }
         }
-        remove_run_dir(config, Path::new(&vm.run_dir));
+        let run_dir = Path::new(&vm.run_dir);
+        // Its virtiofsd helpers (shared directories), checked against pid reuse by their
+        // command line naming this run directory.
+        for pid in aegis_vmm::qemu::virtiofsd::leftover_pids(run_dir) {
+            tracing::warn!(vm = %vm.id, pid, "killing virtiofsd left behind by a previous aegisd");
+            let pid = pid as i32;
+            // SAFETY: sending a signal has no memory-safety implications; the pid was checked
+            // to be a virtiofsd serving this VM's run directory. It leads its own process
+            // group (its sandbox child is in it too).
+            unsafe {
+                if libc::kill(-pid, libc::SIGKILL) != 0 {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+        }
+        remove_run_dir(config, run_dir);
         registry.delete_vm(&vm.id)?;
     }
     // Run directories without a record (crash between mkdir and insert).

@@ -84,6 +84,14 @@ pub fn vm_spec(spec: &LaunchSpec, scratch: &Path) -> VmSpec {
     if layers.len() > 1 {
         kernel_args.push(format!("aegis.layers={}", layers.len()));
     }
+    if let Some(ws) = spec
+        .shares
+        .iter()
+        .find(|s| s.tag == crate::workspaces::WORKSPACE_TAG)
+    {
+        // The harness mounts this share at /workspace.
+        kernel_args.push(format!("aegis.workspace={}", ws.tag));
+    }
     VmSpec {
         id: spec.vm_id.clone(),
         kernel: spec.assets.kernel.clone(),

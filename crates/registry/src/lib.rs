@@ -9,6 +9,7 @@ mod instances;
 mod migrate;
 mod tasks;
 mod vms;
+mod workspaces;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -17,6 +18,7 @@ use rusqlite::Connection;
 
 pub use instances::InstanceRecord;
 pub use vms::VmRecord;
+pub use workspaces::WorkspaceRecord;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {

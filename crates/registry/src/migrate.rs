@@ -16,6 +16,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0002_instances",
         include_str!("../migrations/0002_instances.sql"),
     ),
+    (
+        "0003_workspaces",
+        include_str!("../migrations/0003_workspaces.sql"),
+    ),
 ];
 
 pub(crate) fn apply(conn: &mut Connection, path: &Path) -> Result<()> {

@@ -7,7 +7,7 @@ use crate::{Registry, RegistryError, Result};
 
 const COLUMNS: &str = "id, state, command, image, vcpus, memory_mib, timeout_secs, exit_code, \
      error, created_at, started_at, ended_at, stdout_bytes, stderr_bytes, artifacts_dir, \
-     guest_kernel";
+     guest_kernel, workspace";
 
 fn from_row(row: &Row<'_>) -> rusqlite::Result<std::result::Result<Task, RegistryError>> {
     let id: String = row.get(0)?;
@@ -43,6 +43,7 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<std::result::Result<Task, Registr
         stderr_bytes: row.get(13)?,
         artifacts_dir: row.get(14)?,
         guest_kernel: row.get(15)?,
+        workspace: row.get(16)?,
     }))
 }
 
@@ -50,7 +51,7 @@ impl Registry {
     pub fn insert_task(&self, t: &Task) -> Result<()> {
         let command = serde_json::to_string(&t.command).unwrap_or_else(|_| "[]".into());
         self.conn().execute(
-            &format!("INSERT INTO tasks ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"),
+            &format!("INSERT INTO tasks ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"),
             params![
                 t.id,
                 t.state.as_str(),
@@ -68,6 +69,7 @@ impl Registry {
                 t.stderr_bytes,
                 t.artifacts_dir,
                 t.guest_kernel,
+                t.workspace,
             ],
         )?;
         Ok(())
@@ -170,6 +172,7 @@ mod tests {
             stderr_bytes: 0,
             artifacts_dir: None,
             guest_kernel: None,
+            workspace: Some("data".into()),
         }
     }
 

@@ -37,8 +37,10 @@ pub struct Capabilities {
     pub memory_snapshot: bool,
     /// The host<->guest channel is vsock (else virtio-serial).
     pub vsock: bool,
-    /// Host directories can be shared with the guest (virtio-fs).
+    /// The mechanism for shared directories is virtio-fs.
     pub virtio_fs: bool,
+    /// Host directories can be shared with the guest (`VmSpec::shares`): workspaces.
+    pub shared_directories: bool,
     /// Guest networking via a tap device.
     pub tap_network: bool,
     /// Accelerator in use ("kvm", "hvf", "tcg").

@@ -29,7 +29,7 @@ use tokio::task::JoinHandle;
 
 use crate::backend::{Backend, Channel, Vm, VmExit, VmmError};
 use crate::capabilities::{BackendKind, Capabilities};
-use crate::spec::{SnapshotRef, VmSpec};
+use crate::spec::{Share, SnapshotRef, VmSpec};
 
 /// Kernel release the fake guest reports in its Hello.
 pub const FAKE_KERNEL_RELEASE: &str = "aegis-fake";
@@ -55,6 +55,8 @@ struct Shared {
     crash_next_boot: AtomicBool,
     boots: AtomicU64,
     vms: Mutex<HashMap<String, Weak<FakeVmState>>>,
+    /// The shares of every VM booted, by VM id (recorded, not mounted).
+    shares: Mutex<HashMap<String, Vec<Share>>>,
 }
 
 impl FakeBackend {
@@ -90,6 +92,11 @@ impl FakeBackend {
         }
     }
 
+    /// The shares VM `id` was booted with (empty for an unknown VM).
+    pub fn shares(&self, id: &str) -> Vec<Share> {
+        lock(&self.shared.shares).get(id).cloned().unwrap_or_default()
+    }
+
     /// How many times `boot` was called.
     pub fn boots(&self) -> u64 {
         self.shared.boots.load(Ordering::Acquire)
@@ -122,6 +129,8 @@ impl Backend for FakeBackend {
             memory_snapshot: false,
             vsock: false,
             virtio_fs: false,
+            // Recorded, not mounted: the fake guest runs on the host and sees host paths.
+            shared_directories: true,
             tap_network: false,
             accelerator: "none".into(),
         }
@@ -175,6 +184,7 @@ impl Backend for FakeBackend {
             connection: Mutex::new(None),
         });
         state.log("fake VM booted");
+        lock(&self.shared.shares).insert(spec.id.clone(), spec.shares.clone());
         lock(&self.shared.vms).insert(spec.id.clone(), Arc::downgrade(&state));
         if self.shared.crash_next_boot.swap(false, Ordering::AcqRel) {
             state.end(

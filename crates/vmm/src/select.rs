@@ -231,6 +231,7 @@ fn qemu(report: &HostReport, opts: &BackendOptions) -> Result<Arc<dyn Backend>, 
         accel,
         tsc_khz: report.tsc_khz,
         max_vcpus: report.cores,
+        virtiofsd: crate::qemu::virtiofsd::find(),
     })))
 }
 

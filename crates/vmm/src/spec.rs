@@ -53,6 +53,8 @@ impl VmSpec {
     pub const MIN_MEMORY_MIB: u32 = 64;
     /// Longest virtio-blk serial.
     pub const MAX_SERIAL_LEN: usize = 20;
+    /// Longest virtio-fs tag.
+    pub const MAX_TAG_LEN: usize = 36;
 
     /// Checks what every backend needs before it starts anything: sane sizes, a usable id,
     /// existing absolute files, well-formed kernel arguments and disk serials. `max_vcpus` is
@@ -116,6 +118,30 @@ impl VmSpec {
             }
             if !serials.insert(s.as_str()) {
                 return invalid(format!("disk serial '{s}' is used twice"));
+            }
+        }
+        let mut tags = std::collections::HashSet::new();
+        for share in &self.shares {
+            let t = &share.tag;
+            if t.is_empty()
+                || t.len() > Self::MAX_TAG_LEN
+                || !t
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+            {
+                return invalid(format!(
+                    "share tag '{t}' must be 1-{} characters of [A-Za-z0-9._-]",
+                    Self::MAX_TAG_LEN
+                ));
+            }
+            if !tags.insert(t.as_str()) {
+                return invalid(format!("share tag '{t}' is used twice"));
+            }
+            if !share.host_path.is_absolute() || !share.host_path.is_dir() {
+                return invalid(format!(
+                    "shared directory {} (tag '{t}') must be an existing absolute directory",
+                    share.host_path.display()
+                ));
             }
         }
         Ok(())
@@ -202,5 +228,36 @@ mod tests {
         let mut s = good.clone();
         s.disks.push(s.disks[0].clone());
         assert!(err(&s).contains("twice"));
+
+        let share = Share {
+            tag: "aegis-workspace".into(),
+            host_path: dir.path().to_path_buf(),
+            read_only: false,
+        };
+        let mut s = good.clone();
+        s.shares.push(share.clone());
+        s.validate(2).unwrap();
+        s.shares.push(share.clone());
+        assert!(err(&s).contains("used twice"));
+        for bad in ["", "a b", "a/b", &"t".repeat(37)] {
+            let mut s = good.clone();
+            s.shares.push(Share {
+                tag: bad.to_string(),
+                ..share.clone()
+            });
+            assert!(err(&s).contains("share tag"), "{bad}");
+        }
+        for bad in [
+            PathBuf::from("relative"),
+            dir.path().join("missing"),
+            dir.path().join("f"),
+        ] {
+            let mut s = good.clone();
+            s.shares.push(Share {
+                host_path: bad.clone(),
+                ..share.clone()
+            });
+            assert!(err(&s).contains("existing absolute directory"), "{bad:?}");
+        }
     }
 }

@@ -98,6 +98,7 @@ impl Check {
 pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<i32> {
     let layout = Layout::new(ctx.home());
     let mut checks = host_checks();
+    checks.push(virtiofsd_check());
     checks.push(kernel_check(&layout));
     checks.extend(image_checks(&layout));
     let aegisd = daemon::find_executable("aegisd", "AEGIS_DAEMON");
@@ -192,6 +193,23 @@ fn host_checks() -> Vec<Check> {
             fix: f.fix,
         })
         .collect()
+}
+
+/// virtiofsd serves workspaces (`run --workspace`) to QEMU guests; without it everything
+/// else works.
+fn virtiofsd_check() -> Check {
+    match aegis_vmm::qemu::virtiofsd::find() {
+        Some(path) => Check::ok("virtiofsd", path.display().to_string()),
+        None => Check::problem(
+            "virtiofsd",
+            Verdict::Warn,
+            format!(
+                "not found (looked for {}): workspaces (`aegis run --workspace`) are unavailable",
+                aegis_vmm::qemu::virtiofsd::CANDIDATES.join(", ")
+            ),
+            "install qemu-system-common (Debian/Ubuntu; scripts/deps.sh does)",
+        ),
+    }
 }
 
 fn kernel_check(layout: &Layout) -> Check {

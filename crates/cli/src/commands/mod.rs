@@ -9,3 +9,4 @@ pub mod setup;
 pub mod status;
 pub mod task;
 pub mod up;
+pub mod workspace;

@@ -36,6 +36,8 @@ Examples:
   aegis run --image busybox -- sh -c 'uname -a; cat /proc/cpuinfo | head'
   aegis run -e API_KEY -e MODE=fast --memory 1G --cpus 2 -- python3 job.py
   aegis run --timeout 5m --artifact /out -- sh -c 'mkdir /out && date > /out/when'
+  aegis run --workspace ./data -- python3 analyze.py   # sees and edits ./data at /workspace
+  aegis run --workspace notes -- sh -c 'date >> /workspace/log'   # a named workspace
   id=$(aegis run --detach -- sleep 60); aegis task logs --follow \"$id\"
   aegis run --expose 8000:http -- python3 -m http.server 8000
   aegis run --expose 8080:80:http --expose 5432:tcp --pause-after 30s -- python3 app.py
@@ -85,6 +87,12 @@ pub struct Args {
     /// Working directory of the command in the guest.
     #[arg(short = 'w', long, value_name = "DIR", value_parser = parse::guest_path)]
     pub workdir: Option<String>,
+
+    /// Mount a workspace at /workspace: a workspace NAME (created isolated if it does not
+    /// exist; see `aegis workspace`) or a host directory PATH (`./dir`, `/abs/dir`), which the
+    /// command sees and edits in place. Its data outlives the VM.
+    #[arg(long, value_name = "NAME|PATH", value_parser = crate::commands::workspace::workspace_arg)]
+    pub workspace: Option<String>,
 
     /// Print the task (or instance) id and return at once; follow it with
     /// `aegis task logs --follow` (`aegis instance logs --follow`).
@@ -141,6 +149,7 @@ impl Args {
             memory_mib: self.memory,
             timeout_secs: self.timeout,
             artifacts: self.artifacts.clone(),
+            workspace: self.workspace.clone(),
         }
     }
 
@@ -182,6 +191,7 @@ impl Args {
             image: self.image.clone(),
             env: self.env.iter().cloned().collect::<BTreeMap<_, _>>(),
             workdir: self.workdir.clone(),
+            workspace: self.workspace.clone(),
             vcpus: self.cpus,
             memory_mib: self.memory,
             expose: self.expose.clone(),
@@ -329,6 +339,7 @@ mod tests {
             stderr_bytes: 0,
             artifacts_dir: None,
             guest_kernel: None,
+            workspace: None,
         }
     }
 

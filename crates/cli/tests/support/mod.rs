@@ -177,6 +177,7 @@ pub fn task(state: TaskState) -> Task {
         stderr_bytes: 0,
         artifacts_dir: None,
         guest_kernel: None,
+        workspace: None,
     }
 }
 

@@ -4,6 +4,7 @@
 mod instances;
 mod status;
 mod tasks;
+mod workspaces;
 
 use std::sync::Arc;
 
@@ -36,6 +37,14 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/v1/instances/{id}/resume", post(instances::resume))
         .route("/v1/instances/{id}/stop", post(instances::stop))
         .route("/v1/instances/{id}/logs", get(instances::logs))
+        .route(
+            "/v1/workspaces",
+            post(workspaces::create).get(workspaces::list),
+        )
+        .route(
+            "/v1/workspaces/{name}",
+            get(workspaces::get).delete(workspaces::delete),
+        )
         .fallback(|| async {
             Error(ApiError::new(
                 ErrorCode::NotFound,

@@ -162,6 +162,9 @@ impl InstanceManager {
             ));
         }
         validate(&req, &HostLimits::probe())?;
+        let mut req = req;
+        let workspace = crate::workspaces::check_request(daemon, req.workspace.as_deref())?;
+        req.workspace = workspace.as_ref().map(|w| w.as_request());
         let image = req
             .image
             .clone()
@@ -175,6 +178,27 @@ impl InstanceManager {
                 format!("an instance named '{name}' already exists; pick another --name"),
             ));
         }
+        // Held for the instance's whole life: it can wake at any time.
+        if let Some(ws) = &workspace {
+            daemon.workspaces.acquire(daemon, ws, &id)?;
+        }
+        let created = self.bind_and_start(daemon, id.clone(), name, req).await;
+        if created.is_err() {
+            if let Some(ws) = &workspace {
+                daemon.workspaces.release(Some(&ws.as_request()), &id);
+            }
+        }
+        created
+    }
+
+    /// The rest of [`Self::create`]: host ports, record, runtime.
+    async fn bind_and_start(
+        &self,
+        daemon: &Arc<Daemon>,
+        id: String,
+        name: String,
+        req: CreateInstance,
+    ) -> Result<Instance, ApiError> {
         let mut listeners = vec![];
         let mut endpoints = vec![];
         for p in &req.expose {
@@ -283,6 +307,11 @@ impl InstanceManager {
                 continue;
             }
             let id = record.id.clone();
+            if let Some(ws) = record.target.workspace.as_deref() {
+                if !ws.starts_with('/') {
+                    daemon.workspaces.restore_hold(ws, &id);
+                }
+            }
             if let Err(e) = self.start(daemon, record, listeners) {
                 tracing::error!(instance = %id, error = %e, "cannot restart instance");
             }
@@ -330,6 +359,10 @@ impl InstanceManager {
             .registry
             .delete_instance(&rt.id)
             .map_err(|e| internal(e.to_string()))?;
+        // Its VM is gone: the workspace is free for others.
+        daemon
+            .workspaces
+            .release(rt.target.workspace.as_deref(), &rt.id);
         let _ = std::fs::remove_dir_all(daemon.config.home.join("instances").join(&rt.id));
         Ok(())
     }

@@ -297,7 +297,7 @@ impl InstanceRuntime {
             vm_id: vm_id.clone(),
             run_dir: run_dir.clone(),
             assets,
-            shares: vec![],
+            shares: crate::workspaces::shares(&daemon.config, self.target.workspace.as_deref()),
             vcpus: self.target.vcpus.unwrap_or(aegis_api::DEFAULT_VCPUS),
             memory_mib: self
                 .target
@@ -328,7 +328,12 @@ impl InstanceRuntime {
             retire(daemon, live).await;
             return Err(e);
         }
-        if daemon.backend.capabilities().memory_snapshot && lock(&self.snapshot).is_none() {
+        // Workspace data must never be in a memory snapshot (and virtio-fs cannot be
+        // migrated): an instance with a workspace cold-boots after each terminate.
+        if daemon.backend.capabilities().memory_snapshot
+            && lock(&self.snapshot).is_none()
+            && self.target.workspace.is_none()
+        {
             self.take_snapshot(daemon, &live).await;
         }
         Ok(live)
@@ -487,7 +492,11 @@ impl InstanceRuntime {
                 vm_id: vm_id.clone(),
                 run_dir: run_dir.clone(),
                 assets: assets.clone(),
-                shares: vec![],
+                // Never used with a workspace (no snapshot is taken then); kept exact anyway.
+                shares: crate::workspaces::shares(
+                    &daemon.config,
+                    self.target.workspace.as_deref(),
+                ),
                 vcpus: self.target.vcpus.unwrap_or(aegis_api::DEFAULT_VCPUS),
                 memory_mib: self
                     .target

@@ -66,6 +66,7 @@ impl TaskManager {
             .clone()
             .unwrap_or_else(|| aegis_api::DEFAULT_IMAGE.to_string());
         let assets = daemon.guest.resolve(&image)?;
+        let workspace = crate::workspaces::check_request(daemon, req.workspace.as_deref())?;
         let task = Task {
             id: ids::new_id("task"),
             state: TaskState::Booting,
@@ -83,18 +84,28 @@ impl TaskManager {
             stderr_bytes: 0,
             artifacts_dir: None,
             guest_kernel: None,
+            workspace: workspace.as_ref().map(|w| w.as_request()),
+        };
+        if let Some(ws) = &workspace {
+            daemon.workspaces.acquire(daemon, ws, &task.id)?;
+        }
+        let release = || {
+            daemon
+                .workspaces
+                .release(task.workspace.as_deref(), &task.id)
         };
         let dir = self.task_dir(daemon, &task.id);
         let output = OutputLog::create(&dir).map_err(|e| {
+            release();
             internal(format!(
                 "cannot create the output directory {}: {e}",
                 dir.display()
             ))
         })?;
-        daemon
-            .registry
-            .insert_task(&task)
-            .map_err(|e| internal(e.to_string()))?;
+        daemon.registry.insert_task(&task).map_err(|e| {
+            release();
+            internal(e.to_string())
+        })?;
         let live = Arc::new(LiveTask {
             cancel: CancellationToken::new(),
             reason: Mutex::new(None),

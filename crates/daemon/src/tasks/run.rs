@@ -43,7 +43,7 @@ pub(super) async fn run(
         vm_id: vm_id.clone(),
         run_dir: run_dir.clone(),
         assets,
-        shares: vec![],
+        shares: crate::workspaces::shares(&daemon.config, task.workspace.as_deref()),
         vcpus: task.vcpus,
         memory_mib: task.memory_mib,
     };
@@ -315,6 +315,10 @@ async fn finish(daemon: &Daemon, task: &mut Task, live: &LiveTask, ending: Endin
     }
     tracing::info!(state = task.state.as_str(), exit_code = ?task.exit_code, "task ended");
     save(daemon, task);
+    // The VM is gone: the next holder of an isolated workspace cannot overlap with it.
+    daemon
+        .workspaces
+        .release(task.workspace.as_deref(), &task.id);
     live.output.finish();
     daemon.tasks.finished(&task.id);
 }

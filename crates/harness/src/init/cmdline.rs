@@ -8,6 +8,7 @@
 //! | `aegis.scratch=SERIAL` | serial of the writable scratch disk (optional) | `aegis-scratch` |
 //! | `aegis.hostname=NAME` | guest host name | `aegis` |
 //! | `aegis.debug` | debug logging on the console | off |
+//! | `aegis.workspace=TAG` | mount the virtio-fs share TAG at `/workspace` | none |
 
 use super::InitError;
 
@@ -27,6 +28,8 @@ pub struct BootArgs {
     pub scratch_serial: String,
     pub hostname: String,
     pub debug: bool,
+    /// virtio-fs tag of the workspace share, mounted at `/workspace`.
+    pub workspace: Option<String>,
 }
 
 impl Default for BootArgs {
@@ -37,6 +40,7 @@ impl Default for BootArgs {
             scratch_serial: "aegis-scratch".into(),
             hostname: "aegis".into(),
             debug: false,
+            workspace: None,
         }
     }
 }
@@ -58,9 +62,12 @@ pub fn parse(cmdline: &str) -> Result<BootArgs, InitError> {
             ("root", Some(v)) if !v.is_empty() => args.root_serial = v.into(),
             ("scratch", Some(v)) if !v.is_empty() => args.scratch_serial = v.into(),
             ("hostname", Some(v)) if valid_hostname(v) => args.hostname = v.into(),
+            ("workspace", Some(v)) if valid_tag(v) => args.workspace = Some(v.into()),
             ("debug", None) => args.debug = true,
             ("debug", Some(v)) => args.debug = !matches!(v, "0" | "off" | "false"),
-            ("channel" | "root" | "scratch" | "hostname", _) => return Err(bad()),
+            ("channel" | "root" | "scratch" | "hostname" | "workspace", _) => {
+                return Err(bad())
+            }
             // A newer host may pass arguments this harness does not know: not fatal.
             _ => tracing::warn!("ignoring unknown kernel argument {word}"),
         }
@@ -78,6 +85,14 @@ fn parse_channel(v: &str) -> Option<ChannelSpec> {
         cid: cid.parse().ok()?,
         port: port.parse().ok()?,
     })
+}
+
+/// A virtio-fs tag: 1-36 bytes of `[A-Za-z0-9._-]` (the same rule as the host's).
+fn valid_tag(v: &str) -> bool {
+    !v.is_empty()
+        && v.len() <= 36
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
 fn valid_hostname(v: &str) -> bool {
@@ -103,9 +118,10 @@ mod tests {
     fn parses_every_argument() {
         let a = parse(
             "console=ttyS0 aegis.channel=vsock:2:1024 aegis.root=img aegis.scratch=scr \
-             aegis.hostname=box-1 aegis.debug",
+             aegis.hostname=box-1 aegis.debug aegis.workspace=aegis-workspace",
         )
         .unwrap();
+        assert_eq!(a.workspace.as_deref(), Some("aegis-workspace"));
         assert_eq!(a.channel, ChannelSpec::Vsock { cid: 2, port: 1024 });
         assert_eq!(a.root_serial, "img");
         assert_eq!(a.scratch_serial, "scr");
@@ -125,6 +141,9 @@ mod tests {
             "aegis.channel=vport:",
             "aegis.hostname=a/b",
             "aegis.root=",
+            "aegis.workspace=",
+            "aegis.workspace=a/b",
+            "aegis.workspace",
         ] {
             assert!(
                 matches!(parse(bad), Err(InitError::Cmdline(w)) if w == bad),

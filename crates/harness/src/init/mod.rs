@@ -15,6 +15,7 @@ mod mounts;
 mod net;
 mod power;
 mod sys;
+mod workspace;
 
 use aegis_harness::{Agent, AgentConfig, SessionEnd};
 
@@ -85,6 +86,7 @@ fn boot() -> Result<Layers, InitError> {
     let layers = mounts::assemble(&disks)?;
     mounts::switch_root()?;
     mounts::finish_tree()?;
+    workspace::mount(&args)?;
     setup_identity(&args)?;
     sys::umask(0o022);
     tracing::info!("root file system ready");

@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use super::mounts::Layers;
-use super::{console, sys};
+use super::{console, sys, workspace};
 
 /// How long stray processes get to disappear after SIGKILL.
 const REAP_WAIT: Duration = Duration::from_secs(1);
@@ -33,6 +33,7 @@ pub fn off(layers: Option<Layers>) -> ! {
         std::thread::sleep(Duration::from_millis(10));
     }
     sys::sync();
+    workspace::shut_down();
     if let Some(layers) = layers {
         layers.shut_down();
         sys::sync();

@@ -2,12 +2,16 @@
 //!
 //! ```text
 //! qemu-system-x86_64 -name aegis-<id>,debug-threads=off
-//!   -M microvm,x-option-roms=off,isa-serial=on,rtc=on -accel tcg|kvm -cpu max|host
-//!   -smp N -m MiB -nodefaults -no-user-config -nographic -no-reboot
+//!   -M microvm,x-option-roms=off,isa-serial=on,rtc=on[,memory-backend=mem]
+//!   -accel tcg|kvm -cpu max|host -smp N -m MiB
+//!   -nodefaults -no-user-config -nographic -no-reboot
+//!   [with shares: -object memory-backend-memfd,id=mem,size=MiB,share=on]
 //!   -kernel K -initrd I -append "console=ttyS0 reboot=t panic=-1 quiet [tsc_early_khz=..] ..."
 //!   -chardev file,id=con0,path=<run>/console.log -serial chardev:con0
 //!   per disk: -drive file=P,if=none,id=dN,format=raw,readonly=on|off,cache=writeback
 //!             -device virtio-blk-device,drive=dN,serial=S
+//!   per share: -chardev socket,id=fsN,path=<run>/fsN.sock
+//!              -device vhost-user-fs-device,chardev=fsN,tag=T
 //!   -device virtio-serial-device -chardev socket,id=ch0,path=<run>/channel.sock,server=on,wait=off
 //!   -device virtserialport,chardev=ch0,name=aegis.0
 //!   -chardev socket,id=qmp,path=<run>/qmp.sock,server=on,wait=off -mon chardev=qmp,mode=control
@@ -15,7 +19,8 @@
 //! ```
 //!
 //! `-name aegis-<id>` is how the daemon recognises its VMMs in `/proc/<pid>/cmdline` when it
-//! reconciles after a restart. Paths inside comma-separated option values have their commas
+//! reconciles after a restart. A shared directory (virtio-fs) needs guest RAM that
+//! virtiofsd can map, hence the memfd backend with `share=on` whenever there is one. Paths inside comma-separated option values have their commas
 //! doubled (QEMU's escape); other paths are separate arguments and need no escaping.
 
 use std::path::{Path, PathBuf};
@@ -25,6 +30,8 @@ use sha2::{Digest, Sha256};
 use super::{Accel, QemuConfig};
 use crate::backend::VmmError;
 use crate::spec::VmSpec;
+
+use super::virtiofsd::SharePaths;
 
 /// Name of the virtio-serial port the harness looks for (`/sys/class/virtio-ports/*/name`).
 pub const CHANNEL_PORT_NAME: &str = "aegis.0";
@@ -94,7 +101,10 @@ pub fn build(
     paths: &RunPaths,
     start: Start,
 ) -> Result<Vec<String>, VmmError> {
-    for sock in [&paths.channel, &paths.qmp] {
+    let share_sockets: Vec<PathBuf> = (0..spec.shares.len())
+        .map(|i| SharePaths::new(&spec.run_dir, i).socket)
+        .collect();
+    for sock in [&paths.channel, &paths.qmp].into_iter().chain(&share_sockets) {
         if sock.as_os_str().len() > MAX_SOCKET_PATH {
             return Err(VmmError::InvalidSpec(format!(
                 "socket path {} is longer than {MAX_SOCKET_PATH} bytes; use a shorter run \
@@ -117,7 +127,22 @@ pub fn build(
     let mut a: Vec<String> = Vec::with_capacity(64);
     let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
     push(&["-name", &format!("aegis-{},debug-threads=off", spec.id)]);
-    push(&["-M", "microvm,x-option-roms=off,isa-serial=on,rtc=on"]);
+    let shared_memory = !spec.shares.is_empty();
+    if shared_memory {
+        push(&[
+            "-M",
+            "microvm,x-option-roms=off,isa-serial=on,rtc=on,memory-backend=mem",
+        ]);
+        push(&[
+            "-object",
+            &format!(
+                "memory-backend-memfd,id=mem,size={}M,share=on",
+                spec.memory_mib
+            ),
+        ]);
+    } else {
+        push(&["-M", "microvm,x-option-roms=off,isa-serial=on,rtc=on"]);
+    }
     push(&["-accel", cfg.accel.as_str()]);
     push(&["-cpu", cpu]);
     push(&["-smp", &spec.vcpus.to_string()]);
@@ -155,6 +180,19 @@ pub fn build(
         push(&[
             "-device",
             &format!("virtio-blk-device,drive=d{i},serial={}", disk.serial),
+        ]);
+    }
+    for (i, (share, socket)) in spec.shares.iter().zip(&share_sockets).enumerate() {
+        push(&[
+            "-chardev",
+            &format!(
+                "socket,id=fs{i},path={}",
+                escape(utf8("virtiofsd socket", socket)?)
+            ),
+        ]);
+        push(&[
+            "-device",
+            &format!("vhost-user-fs-device,chardev=fs{i},tag={}", share.tag),
         ]);
     }
     push(&["-device", "virtio-serial-device"]);
@@ -234,6 +272,7 @@ mod tests {
             accel,
             tsc_khz: Some(2_445_432),
             max_vcpus: 2,
+            virtiofsd: None,
         }
     }
 
@@ -327,6 +366,69 @@ mod tests {
         assert_eq!(after(&argv, "-serial"), ["chardev:con0"]);
         assert_eq!(after(&argv, "-mon"), ["chardev=qmp,mode=control"]);
         assert!(after(&argv, "-incoming").is_empty());
+    }
+
+    #[test]
+    fn shares_get_shared_memory_and_a_vhost_user_fs_device_each() {
+        let mut s = spec();
+        s.shares = vec![
+            crate::spec::Share {
+                tag: "aegis-workspace".into(),
+                host_path: "/home/u/ws".into(),
+                read_only: false,
+            },
+            crate::spec::Share {
+                tag: "other".into(),
+                host_path: "/data".into(),
+                read_only: false,
+            },
+        ];
+        let argv = build(
+            &cfg(Accel::Tcg),
+            &s,
+            &RunPaths::new(&s.run_dir),
+            Start::Boot,
+        )
+        .unwrap();
+        assert_eq!(
+            after(&argv, "-M"),
+            ["microvm,x-option-roms=off,isa-serial=on,rtc=on,memory-backend=mem"]
+        );
+        assert_eq!(
+            after(&argv, "-object"),
+            ["memory-backend-memfd,id=mem,size=512M,share=on"]
+        );
+        assert_eq!(after(&argv, "-m"), ["512M"]);
+        assert_eq!(
+            after(&argv, "-device"),
+            [
+                "virtio-blk-device,drive=d0,serial=aegis-root",
+                "virtio-blk-device,drive=d1,serial=aegis-scratch",
+                "vhost-user-fs-device,chardev=fs0,tag=aegis-workspace",
+                "vhost-user-fs-device,chardev=fs1,tag=other",
+                "virtio-serial-device",
+                "virtserialport,chardev=ch0,name=aegis.0",
+            ]
+        );
+        assert_eq!(
+            &after(&argv, "-chardev")[1..3],
+            [
+                "socket,id=fs0,path=/run/vm/fs0.sock",
+                "socket,id=fs1,path=/run/vm/fs1.sock"
+            ]
+        );
+        // The host path is virtiofsd's business, never QEMU's.
+        assert!(!argv.iter().any(|a| a.contains("/home/u/ws")));
+        // Without shares: private memory, no -object.
+        let plain = spec();
+        let argv = build(
+            &cfg(Accel::Tcg),
+            &plain,
+            &RunPaths::new(&plain.run_dir),
+            Start::Boot,
+        )
+        .unwrap();
+        assert!(after(&argv, "-object").is_empty());
     }
 
     #[test]

@@ -9,11 +9,16 @@
 //! - restore: the same command line with `-incoming defer`, `migrate-incoming` from
 //!   `exec:cat memory`, wait until paused, `cont`.
 //!
+//! - shared directories: one virtiofsd per share ([`virtiofsd`]), started before QEMU and
+//!   killed with it. A VM with shares cannot be migrated (vhost-user-fs has no migration
+//!   support), so `snapshot` and `restore` refuse it.
+//!
 //! The accelerator is KVM where guests really boot, TCG otherwise (see [`crate::host`]).
 
 pub mod cmdline;
 pub mod qmp;
 pub mod snapshot;
+pub mod virtiofsd;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -33,6 +38,7 @@ use crate::spec::{SnapshotRef, VmSpec};
 use cmdline::{RunPaths, Start};
 use qmp::{Qmp, QmpError};
 use snapshot::{DiskMeta, SnapshotMeta};
+use virtiofsd::Virtiofsd;
 
 /// How long QEMU may take to open its QMP socket after start (it takes milliseconds; a
 /// loaded host can be slow).
@@ -99,6 +105,8 @@ pub struct QemuConfig {
     pub tsc_khz: Option<u64>,
     /// Most vCPUs one VM may have (host cores).
     pub max_vcpus: u32,
+    /// The virtiofsd serving shared directories; none: VMs cannot have shares.
+    pub virtiofsd: Option<PathBuf>,
 }
 
 /// Boots microVMs with QEMU.
@@ -125,19 +133,29 @@ impl QemuBackend {
         for stale in [&paths.channel, &paths.qmp, &paths.pid] {
             remove_file_if_exists(stale)?;
         }
-        let process = VmmProcess::spawn(ProcessSpec {
+        // QEMU connects to virtiofsd's socket while it starts: virtiofsd goes first.
+        let fsd = Virtiofsd::start(self.cfg.virtiofsd.as_deref(), spec).await?;
+        let process = match VmmProcess::spawn(ProcessSpec {
             program: &self.cfg.binary,
             args: &argv,
             log: &paths.log,
             pid_file: &paths.pid,
         })
-        .await?;
+        .await
+        {
+            Ok(p) => p,
+            Err(e) => {
+                fsd.stop().await;
+                return Err(e);
+            }
+        };
         tracing::debug!(vm = %spec.id, pid = process.pid(), accel = %self.cfg.accel, "QEMU started");
         let vm = QemuVm {
             spec: spec.clone(),
             paths,
             cfg: self.cfg.clone(),
             process,
+            fsd,
             qmp: tokio::sync::Mutex::new(None),
             cleaned: AtomicBool::new(false),
         };
@@ -201,7 +219,8 @@ impl Backend for QemuBackend {
             // No /dev/vhost-vsock on the hosts Aegis targets first; virtio-serial works
             // everywhere.
             vsock: false,
-            virtio_fs: false,
+            virtio_fs: self.cfg.virtiofsd.is_some(),
+            shared_directories: self.cfg.virtiofsd.is_some(),
             tap_network: false,
             accelerator: self.cfg.accel.as_str().to_string(),
         }
@@ -217,6 +236,13 @@ impl Backend for QemuBackend {
         snapshot: &SnapshotRef,
     ) -> Result<Box<dyn Vm>, VmmError> {
         let dir = &snapshot.dir;
+        if !spec.shares.is_empty() {
+            return Err(VmmError::Unsupported {
+                backend: BackendKind::Qemu,
+                operation: "restore a memory snapshot into a VM with a shared directory \
+                            (virtio-fs cannot be migrated); boot it from its disks instead",
+            });
+        }
         let saved = snapshot::read(dir)?;
         let want = meta_for(&self.cfg, spec, 0);
         if let Some(reason) = saved.mismatch(&want) {
@@ -256,6 +282,8 @@ pub struct QemuVm {
     paths: RunPaths,
     cfg: Arc<QemuConfig>,
     process: VmmProcess,
+    /// virtiofsd of each share (none for most VMs).
+    fsd: Virtiofsd,
     /// Connected lazily and again after any I/O error or timeout, so a command abandoned
     /// halfway never confuses the next one.
     qmp: tokio::sync::Mutex<Option<Qmp>>,
@@ -540,6 +568,13 @@ impl Vm for QemuVm {
     }
 
     async fn snapshot(&self, dir: &Path) -> Result<SnapshotRef, VmmError> {
+        if !self.spec.shares.is_empty() {
+            return Err(VmmError::Unsupported {
+                backend: BackendKind::Qemu,
+                operation: "snapshot the memory of a VM with a shared directory (virtio-fs \
+                            cannot be migrated); it restarts from its disks instead",
+            });
+        }
         let r = self.save(dir).await;
         if r.is_err() {
             // Never leave a partial snapshot that looks like one.
@@ -551,13 +586,17 @@ impl Vm for QemuVm {
     }
 
     async fn wait(&self) -> VmExit {
-        self.process.wait().await
+        let exit = self.process.wait().await;
+        // virtiofsd exits when QEMU disconnects; make sure, and reap it.
+        self.fsd.stop().await;
+        exit
     }
 
     async fn kill(&self) -> Result<(), VmmError> {
         // Kill first: a QMP command in flight (a long snapshot) holds the lock, and fails
         // fast once QEMU is gone.
         self.process.kill_and_wait().await;
+        self.fsd.stop().await;
         if let Ok(mut qmp) = self.qmp.try_lock() {
             *qmp = None;
         }
@@ -638,6 +677,7 @@ mod tests {
             accel: Accel::Tcg,
             tsc_khz: Some(2_000_000),
             max_vcpus: 2,
+            virtiofsd: None,
         })
     }
 

@@ -78,6 +78,7 @@ mod tests {
             stderr_bytes: 0,
             artifacts_dir: None,
             guest_kernel: None,
+            workspace: None,
         };
         let now = humantime::parse_rfc3339("2025-01-01T00:00:42Z").unwrap();
         let out = table(&[task], now);

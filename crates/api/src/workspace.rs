@@ -1,0 +1,84 @@
+//! Workspaces: durable directories that outlive VMs, mounted at `/workspace` in the guest.
+//!
+//! - `POST /v1/workspaces` ([`CreateWorkspace`]) -> 201 [`Workspace`]
+//! - `GET /v1/workspaces` -> `[Workspace]`; `GET /v1/workspaces/{name}` -> [`Workspace`]
+//! - `DELETE /v1/workspaces/{name}` -> 204; 409 while a task or instance holds it.
+//!
+//! A task or instance names its workspace in `workspace`: a workspace name (created isolated
+//! when unknown) or an absolute host directory (a host-path workspace, not recorded here).
+
+use serde::{Deserialize, Serialize};
+
+/// Who may hold a workspace at the same time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkspaceMode {
+    /// One task or instance at a time (the default).
+    #[default]
+    Isolated,
+    /// Any number of tasks and instances at once, all reading and writing.
+    Shared,
+}
+
+impl WorkspaceMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkspaceMode::Isolated => "isolated",
+            WorkspaceMode::Shared => "shared",
+        }
+    }
+}
+
+impl std::str::FromStr for WorkspaceMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "isolated" => Ok(WorkspaceMode::Isolated),
+            "shared" => Ok(WorkspaceMode::Shared),
+            other => Err(format!(
+                "unknown workspace mode '{other}': use isolated or shared"
+            )),
+        }
+    }
+}
+
+/// `POST /v1/workspaces`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateWorkspace {
+    /// `[a-z0-9][a-z0-9_.-]{0,62}`.
+    pub name: String,
+    #[serde(default)]
+    pub mode: WorkspaceMode,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Workspace {
+    pub name: String,
+    pub mode: WorkspaceMode,
+    /// The host directory holding its data.
+    pub path: String,
+    /// Bytes of the files in it (apparent sizes, summed when asked).
+    pub size_bytes: u64,
+    /// RFC 3339 UTC.
+    pub created_at: String,
+    /// Ids of the tasks and instances holding it now.
+    #[serde(default)]
+    pub used_by: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mode_defaults_to_isolated_and_round_trips() {
+        let c: CreateWorkspace = serde_json::from_str(r#"{"name":"w"}"#).unwrap();
+        assert_eq!(c.mode, WorkspaceMode::Isolated);
+        let c: CreateWorkspace = serde_json::from_str(r#"{"name":"w","mode":"shared"}"#).unwrap();
+        assert_eq!(c.mode, WorkspaceMode::Shared);
+        assert!(serde_json::from_str::<CreateWorkspace>(r#"{"name":"w","mode":"x"}"#).is_err());
+        assert_eq!("shared".parse::<WorkspaceMode>(), Ok(WorkspaceMode::Shared));
+        assert!("other".parse::<WorkspaceMode>().is_err());
+    }
+}
