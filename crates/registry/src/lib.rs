@@ -5,6 +5,7 @@
 //! transaction, so a crash never leaves a half-updated record.
 #![forbid(unsafe_code)]
 
+mod apps;
 mod instances;
 mod migrate;
 mod tasks;
@@ -16,6 +17,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::Connection;
 
+pub use apps::{AppRecord, NewRelease};
 pub use instances::InstanceRecord;
 pub use vms::VmRecord;
 pub use workspaces::WorkspaceRecord;

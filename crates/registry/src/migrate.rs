@@ -20,6 +20,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0003_workspaces",
         include_str!("../migrations/0003_workspaces.sql"),
     ),
+    ("0004_apps", include_str!("../migrations/0004_apps.sql")),
 ];
 
 pub(crate) fn apply(conn: &mut Connection, path: &Path) -> Result<()> {
