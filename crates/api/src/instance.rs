@@ -98,6 +98,10 @@ pub struct CreateInstance {
     pub env: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workdir: Option<String>,
+    /// `USER[:GROUP]` to run the command as (names from the image's /etc/passwd, or numbers);
+    /// the image's `User`, else root, when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
     /// Mounted at `/workspace`: a workspace name, or an absolute host directory. Held for the
     /// instance's whole life (it can wake at any time).
     #[serde(default, skip_serializing_if = "Option::is_none")]

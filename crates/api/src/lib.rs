@@ -7,6 +7,7 @@
 
 pub mod app;
 pub mod error;
+pub mod image;
 pub mod instance;
 pub mod status;
 pub mod task;
@@ -16,7 +17,8 @@ pub use app::{
     App, AppServed, AppServing, CreateApp, PublishRelease, Release, ReleaseConfig, ReleaseLayer,
     ServeApp,
 };
-pub use error::{ApiError, ErrorCode};
+pub use error::{ApiError, ErrorBody, ErrorCode};
+pub use image::{ImageInfo, ImageKind, PullEvent, PullImage};
 pub use instance::{
     CreateInstance, Endpoint, IdlePolicy, Instance, InstanceState, PortProtocol, PortSpec,
     WakeStats,

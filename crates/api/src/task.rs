@@ -27,6 +27,10 @@ pub struct CreateTask {
     pub env: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workdir: Option<String>,
+    /// `USER[:GROUP]` to run the command as (names from the image's /etc/passwd, or numbers);
+    /// the image's `User`, else root, when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vcpus: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

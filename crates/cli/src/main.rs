@@ -53,6 +53,8 @@ enum Command {
     Run(Box<commands::run::Args>),
     Task(commands::task::Args),
     Instance(commands::instance::Args),
+    App(commands::app::Args),
+    Image(commands::image::Args),
     Workspace(commands::workspace::Args),
     /// Terminate an instance's VM but keep the instance: the next connection wakes it.
     #[command(after_help = commands::lifecycle::STOP_HELP)]
@@ -123,6 +125,8 @@ fn dispatch(ctx: &Context, command: Command) -> anyhow::Result<i32> {
             Command::Run(args) => commands::run::run(ctx, *args).await,
             Command::Task(args) => commands::task::run(ctx, args).await,
             Command::Instance(args) => commands::instance::run(ctx, args).await,
+            Command::App(args) => commands::app::run(ctx, args).await,
+            Command::Image(args) => commands::image::run(ctx, args).await,
             Command::Workspace(args) => commands::workspace::run(ctx, args).await,
             Command::Stop(args) => {
                 commands::lifecycle::run(ctx, args, commands::lifecycle::Action::Stop).await

@@ -16,8 +16,10 @@
 //! resumes it after a lost connection, by byte offsets, without duplicating or losing a byte.
 #![forbid(unsafe_code)]
 
+mod apps;
 mod error;
 mod follow;
+mod images;
 mod output;
 mod transport;
 
@@ -32,9 +34,10 @@ use std::time::Duration;
 use aegis_api::{CreateInstance, CreateTask, Instance, Status, Task};
 use hyper::Method;
 
+pub use apps::PUBLISH_TIMEOUT;
 pub use error::{Error, Result};
 pub use follow::{FollowItem, OutputFollower, DEFAULT_RECONNECT_WINDOW};
-pub use output::OutputStream;
+pub use output::{NdjsonStream, OutputStream};
 
 /// File name of the daemon's socket inside the Aegis home.
 pub const SOCKET_NAME: &str = "aegisd.sock";

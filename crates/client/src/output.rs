@@ -1,5 +1,7 @@
-//! The NDJSON output feed of a task or an instance, parsed incrementally.
+//! NDJSON feeds (the output of a task or an instance, the progress of a pull), parsed
+//! incrementally.
 
+use std::marker::PhantomData;
 use std::path::PathBuf;
 
 use aegis_api::OutputEvent;
@@ -13,34 +15,39 @@ use crate::{Error, Result};
 
 /// One response of `GET /v1/tasks/{id}/output` or `GET /v1/instances/{id}/logs`: a sequence
 /// of [`OutputEvent`]s.
+pub type OutputStream = NdjsonStream<OutputEvent>;
+
+/// A streamed response of one JSON value of type `T` per line.
 ///
 /// Lines may be of any length (a task may print megabytes without a newline) and may arrive
 /// split anywhere; each is parsed once it is complete.
 #[derive(Debug)]
-pub struct OutputStream {
+pub struct NdjsonStream<T> {
     body: Incoming,
     lines: LineBuffer,
     eof: bool,
     failed: bool,
     socket: PathBuf,
     _conn: ConnGuard,
+    _item: PhantomData<fn() -> T>,
 }
 
-impl OutputStream {
+impl<T: serde::de::DeserializeOwned> NdjsonStream<T> {
     pub(crate) fn new(body: Incoming, conn: ConnGuard, socket: PathBuf) -> Self {
-        OutputStream {
+        NdjsonStream {
             body,
             lines: LineBuffer::default(),
             eof: false,
             failed: false,
             socket,
             _conn: conn,
+            _item: PhantomData,
         }
     }
 
     /// The next event; `None` once the response is complete. A connection lost in the
     /// middle is [`Error::Http`] (transient: resume from your offsets).
-    pub async fn next_event(&mut self) -> Result<Option<OutputEvent>> {
+    pub async fn next_event(&mut self) -> Result<Option<T>> {
         if self.failed {
             return Ok(None);
         }
@@ -51,7 +58,7 @@ impl OutputStream {
         result
     }
 
-    async fn read_event(&mut self) -> Result<Option<OutputEvent>> {
+    async fn read_event(&mut self) -> Result<Option<T>> {
         loop {
             if let Some(line) = self.lines.next_line() {
                 if let Some(event) = parse_line(&line)? {
@@ -84,7 +91,7 @@ impl OutputStream {
     }
 
     /// The same events as a [`Stream`]; it ends after the first error.
-    pub fn into_stream(self) -> impl Stream<Item = Result<OutputEvent>> {
+    pub fn into_stream(self) -> impl Stream<Item = Result<T>> {
         futures::stream::unfold(self, |mut feed| async move {
             match feed.next_event().await {
                 Ok(Some(event)) => Some((Ok(event), feed)),
@@ -96,13 +103,13 @@ impl OutputStream {
 }
 
 /// `None` for a blank line.
-fn parse_line(line: &[u8]) -> Result<Option<OutputEvent>> {
+fn parse_line<T: serde::de::DeserializeOwned>(line: &[u8]) -> Result<Option<T>> {
     if line.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
     serde_json::from_slice(line)
         .map(Some)
-        .map_err(|e| Error::Protocol(format!("invalid output event ({e}): {}", snippet(line))))
+        .map_err(|e| Error::Protocol(format!("invalid stream event ({e}): {}", snippet(line))))
 }
 
 /// Splits bytes into `\n`-terminated lines without a length limit, scanning every byte once.
@@ -188,8 +195,8 @@ mod tests {
 
     #[test]
     fn blank_lines_are_skipped_and_garbage_is_a_protocol_error() {
-        assert!(parse_line(b"  \r").unwrap().is_none());
-        let err = parse_line(b"not json").unwrap_err();
+        assert!(parse_line::<OutputEvent>(b"  \r").unwrap().is_none());
+        let err = parse_line::<OutputEvent>(b"not json").unwrap_err();
         assert!(matches!(err, Error::Protocol(_)), "{err}");
     }
 }

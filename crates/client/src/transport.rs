@@ -143,7 +143,17 @@ impl Client {
         method: Method,
         path: &str,
     ) -> Result<(Incoming, ConnGuard)> {
-        let (response, conn) = self.send_timed(method, path, None).await?;
+        self.open_stream_with(method, path, None).await
+    }
+
+    /// [`Self::open_stream`] with a request body.
+    pub(crate) async fn open_stream_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(Incoming, ConnGuard)> {
+        let (response, conn) = self.send_timed(method, path, body).await?;
         let status = response.status();
         if status.is_success() {
             return Ok((response.into_body(), conn));

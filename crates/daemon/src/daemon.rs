@@ -25,8 +25,12 @@ pub struct Daemon {
     pub registry: Registry,
     pub backend: Arc<dyn Backend>,
     pub guest: GuestAssets,
+    /// Pulled OCI images and their layer disks.
+    pub images: Arc<crate::images::Images>,
     pub tasks: TaskManager,
     pub instances: InstanceManager,
+    /// Apps and which release each serves.
+    pub apps: crate::apps::AppManager,
     /// Named workspaces and who holds them.
     pub workspaces: WorkspaceManager,
     /// The router's thread-per-core workers (proxying stays off the API runtime and measured
@@ -62,9 +66,13 @@ impl Daemon {
         let registry = Registry::open(&config.db())
             .with_context(|| format!("cannot open the registry in {}", config.home.display()))?;
         crate::reconcile::reconcile(&config, &registry).await?;
+        let images = crate::images::Images::open(&config.home)
+            .with_context(|| format!("cannot open the image store in {}", config.home.display()))?;
         Ok(Arc::new(Daemon {
+            images: Arc::new(images),
             tasks: TaskManager::default(),
             instances: InstanceManager::default(),
+            apps: crate::apps::AppManager::default(),
             workspaces: WorkspaceManager::default(),
             router_workers: aegis_router::Workers::per_core()
                 .context("cannot start the router worker threads")?,

@@ -62,12 +62,28 @@ impl GuestAssets {
         })
     }
 
-    /// Everything needed to boot `image`, or a 503 that says what to build.
+    /// Everything needed to boot the built-in image `image`, or a 503 that says what to build.
     pub fn resolve(&self, image: &str) -> Result<BootAssets, ApiError> {
         if let Some(fixed) = &self.fixed {
             return Ok(fixed.clone());
         }
         let rootfs = self.rootfs(image)?;
+        self.boot_assets(vec![rootfs])
+    }
+
+    /// Whether `name` is one of the images Aegis builds itself (`busybox`, `debian`).
+    pub fn is_builtin(name: &str) -> bool {
+        aegis_image::BaseImage::from_name(name).is_ok()
+    }
+
+    /// Kernel and initramfs to boot the given disk layers (bottom first).
+    pub fn boot_assets(&self, layers: Vec<PathBuf>) -> Result<BootAssets, ApiError> {
+        if let Some(fixed) = &self.fixed {
+            return Ok(BootAssets {
+                layers,
+                ..fixed.clone()
+            });
+        }
         let kernel = aegis_image::find_kernel(&self.layout).ok_or_else(|| {
             ApiError::new(
                 ErrorCode::Unavailable,
@@ -78,7 +94,7 @@ impl GuestAssets {
         Ok(BootAssets {
             kernel,
             initramfs: self.initramfs()?,
-            layers: vec![rootfs],
+            layers,
         })
     }
 

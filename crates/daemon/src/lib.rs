@@ -2,10 +2,12 @@
 //! daemon in-process with a fake backend.
 
 pub mod api;
+pub mod apps;
 pub mod config;
 pub mod daemon;
 pub mod guest;
 pub mod ids;
+pub mod images;
 pub mod instances;
 pub mod reconcile;
 mod sync;

@@ -81,6 +81,7 @@ async fn exit_code_and_separate_streams() {
             &f.daemon,
             req(&["sh", "-c", "echo out; echo err >&2; exit 3"]),
         )
+        .await
         .unwrap();
     assert_eq!(t.state, TaskState::Booting);
     let (out, err, end) = follow(&f.daemon, &t.id, (0, 0)).await;
@@ -104,6 +105,7 @@ async fn large_output_is_byte_exact_and_resumable() {
         .daemon
         .tasks
         .create(&f.daemon, req(&["sh", "-c", "seq 1 1500000"]))
+        .await
         .unwrap();
     let (out, _, end) = follow(&f.daemon, &t.id, (0, 0)).await;
     let expected: String = (1..=1_500_000).map(|i| format!("{i}\n")).collect();
@@ -122,6 +124,7 @@ async fn command_not_found_is_127() {
         .daemon
         .tasks
         .create(&f.daemon, req(&["no-such-command-xyz"]))
+        .await
         .unwrap();
     let (_, _, end) = follow(&f.daemon, &t.id, (0, 0)).await;
     assert_eq!(end.state, TaskState::Failed);
@@ -135,7 +138,7 @@ async fn timeout_kills_the_task() {
     let f = fixture().await;
     let mut r = req(&["sleep", "600"]);
     r.timeout_secs = Some(1);
-    let t = f.daemon.tasks.create(&f.daemon, r).unwrap();
+    let t = f.daemon.tasks.create(&f.daemon, r).await.unwrap();
     let (_, _, end) = follow(&f.daemon, &t.id, (0, 0)).await;
     assert_eq!(end.state, TaskState::TimedOut);
     assert!(end.error.unwrap().contains("timed out after 1 s"));
@@ -149,6 +152,7 @@ async fn cancel_stops_a_running_task() {
         .daemon
         .tasks
         .create(&f.daemon, req(&["sh", "-c", "echo started; sleep 600"]))
+        .await
         .unwrap();
     let mut rx = f
         .daemon
@@ -174,6 +178,7 @@ async fn a_crashing_vm_fails_the_task() {
         .daemon
         .tasks
         .create(&f.daemon, req(&["sh", "-c", "echo started; sleep 600"]))
+        .await
         .unwrap();
     let mut rx = f
         .daemon
@@ -193,7 +198,12 @@ async fn a_crashing_vm_fails_the_task() {
 async fn a_failed_boot_fails_the_task_and_leaves_nothing() {
     let f = fixture().await;
     f.fake.fail_next_boot();
-    let t = f.daemon.tasks.create(&f.daemon, req(&["true"])).unwrap();
+    let t = f
+        .daemon
+        .tasks
+        .create(&f.daemon, req(&["true"]))
+        .await
+        .unwrap();
     let (_, _, end) = follow(&f.daemon, &t.id, (0, 0)).await;
     assert_eq!(end.state, TaskState::Failed);
     assert!(end.error.unwrap().contains("cannot boot"));
@@ -207,15 +217,16 @@ async fn a_failed_boot_fails_the_task_and_leaves_nothing() {
 #[tokio::test]
 async fn shutdown_stops_every_task() {
     let f = fixture().await;
-    let ids: Vec<_> = (0..3)
-        .map(|_| {
-            f.daemon
-                .tasks
-                .create(&f.daemon, req(&["sleep", "600"]))
-                .unwrap()
-                .id
-        })
-        .collect();
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let t = f
+            .daemon
+            .tasks
+            .create(&f.daemon, req(&["sleep", "600"]))
+            .await
+            .unwrap();
+        ids.push(t.id);
+    }
     // Let them boot.
     for _ in 0..100 {
         if f.fake.running().len() == 3 {
@@ -237,7 +248,7 @@ async fn environment_reaches_the_command() {
     let mut r = req(&["sh", "-c", "echo \"$A-$B\""]);
     r.env.insert("A".into(), "x y".into());
     r.env.insert("B".into(), "z".into());
-    let t = f.daemon.tasks.create(&f.daemon, r).unwrap();
+    let t = f.daemon.tasks.create(&f.daemon, r).await.unwrap();
     let (out, _, end) = follow(&f.daemon, &t.id, (0, 0)).await;
     assert_eq!(end.exit_code, Some(0), "{end:?}");
     assert_eq!(String::from_utf8(out).unwrap(), "x y-z\n");

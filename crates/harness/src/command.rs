@@ -73,6 +73,13 @@ pub(crate) fn prepare(
         .map(|(_, v)| v.as_str())
         .unwrap_or(DEFAULT_PATH);
     let resolved = resolve(program, path_var, &cwd)?;
+    let identity = match &spec.user {
+        Some(user) => Some(
+            crate::user::resolve(user, root)
+                .map_err(|m| error(SpawnErrorKind::Invalid, format!("cannot run `{program}`: {m}")))?,
+        ),
+        None => None,
+    };
 
     let mut command = Command::new(resolved);
     command
@@ -82,6 +89,13 @@ pub(crate) fn prepare(
         .envs(env.iter().map(|(k, v)| (k, v)))
         .current_dir(&cwd)
         .stdin(Stdio::null());
+    if let Some(id) = identity {
+        // std sets the gid, drops supplementary groups, then sets the uid, in the child.
+        command.uid(id.uid).gid(id.gid);
+        if let Some(home) = id.home.filter(|_| !env.iter().any(|(k, _)| k == "HOME")) {
+            command.env("HOME", home);
+        }
+    }
     // SAFETY: the closure runs in the forked child before exec and only calls setsid(2),
     // which is async-signal-safe and touches no memory of the parent.
     unsafe {
@@ -178,6 +192,7 @@ mod tests {
             argv: argv.iter().map(|s| s.to_string()).collect(),
             env: vec![],
             cwd: None,
+            user: None,
         }
     }
 

@@ -24,5 +24,6 @@ mod paths;
 mod process;
 mod reaper;
 mod session_io;
+mod user;
 
 pub use agent::{Agent, AgentConfig, SessionEnd};

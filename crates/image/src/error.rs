@@ -155,6 +155,15 @@ pub enum ImageError {
         reason: &'static str,
     },
 
+    /// An image layer could not be unpacked into its disk.
+    #[error("Cannot make a disk of image layer {digest}: {detail}")]
+    Layer {
+        /// The layer's digest.
+        digest: String,
+        /// What went wrong (unsafe entry, missing blob, I/O).
+        detail: String,
+    },
+
     /// A scratch disk of zero bytes or of a size the filesystem cannot hold.
     #[error("Invalid scratch disk size {size_bytes} bytes for {}: {reason}", path.display())]
     InvalidScratchSize {

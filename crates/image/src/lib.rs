@@ -14,6 +14,7 @@ mod host;
 mod images;
 mod initramfs;
 mod kernel;
+mod layer_disk;
 mod layout;
 mod progress;
 
@@ -31,5 +32,6 @@ pub use kernel::{
     kernel_source, KernelSource, DEFAULT_KERNEL_SOURCE, KERNEL_CONFIG_FRAGMENT, KERNEL_ENV,
     KERNEL_SOURCE_ENV,
 };
+pub use layer_disk::{build_layer_disk, layer_disk_name, LayerDiskKind, LAYER_LABEL};
 pub use layout::{default_home, Layout};
 pub use progress::{NoProgress, Progress};

@@ -25,4 +25,4 @@ pub use error::{Error, Result};
 pub use progress::{NoProgress, Progress};
 pub use reference::{Reference, DEFAULT_REGISTRY};
 pub use store::{Image, LayerRecord, Store, ENV_PASSWORD, ENV_USERNAME};
-pub use unpack::{unpack_layer, UnpackOptions};
+pub use unpack::{unpack_layer, UnpackOptions, Whiteouts, OVERLAY_OPAQUE_XATTR};

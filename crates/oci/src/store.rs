@@ -182,6 +182,12 @@ impl Store {
     /// Removes the image record for `reference` and every blob of it that no other image
     /// references. Returns the removed image.
     pub fn remove(&self, reference: &str) -> Result<Image> {
+        self.remove_keeping(reference, &HashSet::new())
+    }
+
+    /// [`Store::remove`], also keeping the blobs in `keep` (referenced from outside the
+    /// store, e.g. by releases).
+    pub fn remove_keeping(&self, reference: &str, keep: &HashSet<String>) -> Result<Image> {
         let _lock = self.lock(true)?;
         let image = self.get(reference)?;
         let path = self.record_path(&Reference::parse(reference)?);
@@ -192,7 +198,7 @@ impl Store {
             .flat_map(|i| i.blobs().map(str::to_string).collect::<Vec<_>>())
             .collect();
         for digest in image.blobs() {
-            if still_used.contains(digest) {
+            if still_used.contains(digest) || keep.contains(digest) {
                 continue;
             }
             let blob = self.blob_path(digest)?;
@@ -203,6 +209,40 @@ impl Store {
             }
         }
         Ok(image)
+    }
+
+    /// Deletes every blob that no image record references and that is not in `keep`, plus
+    /// leftovers in `tmp/` of interrupted downloads. Returns the bytes freed. Waits for pulls
+    /// in progress (they hold the store lock shared).
+    pub fn collect_garbage(&self, keep: &HashSet<String>) -> Result<u64> {
+        let _lock = self.lock(true)?;
+        let used: HashSet<String> = self
+            .list()?
+            .iter()
+            .flat_map(|i| i.blobs().map(str::to_string).collect::<Vec<_>>())
+            .collect();
+        let mut freed = 0;
+        let dir = self.root.join("blobs/sha256");
+        for entry in fs::read_dir(&dir).map_err(|e| Error::io("list", &dir, e))? {
+            let entry = entry.map_err(|e| Error::io("list", &dir, e))?;
+            let digest = format!("sha256:{}", entry.file_name().to_string_lossy());
+            if used.contains(&digest) || keep.contains(&digest) {
+                continue;
+            }
+            let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+            match fs::remove_file(entry.path()) {
+                Ok(()) => freed += size,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("remove blob", entry.path(), e)),
+            }
+        }
+        let tmp = self.root.join("tmp");
+        if let Ok(entries) = fs::read_dir(&tmp) {
+            for entry in entries.flatten() {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+        Ok(freed)
     }
 
     /// Applies the image's layers, bottom first, into `dest` (created if missing; normally
@@ -226,6 +266,26 @@ impl Store {
             unpack_layer(open_layer(&path)?, dest, &layer.digest, options)?;
         }
         Ok(())
+    }
+
+    /// Unpacks one stored layer on its own into `dest` (created if missing), e.g. with
+    /// [`crate::Whiteouts::Overlay`] to make a disk that overlayfs stacks.
+    pub fn unpack_layer_to(
+        &self,
+        layer: &LayerRecord,
+        dest: &Path,
+        options: &UnpackOptions,
+    ) -> Result<()> {
+        fs::create_dir_all(dest).map_err(|e| Error::io("create directory", dest, e))?;
+        let path = self.blob_path(&layer.digest)?;
+        if !path.is_file() {
+            return Err(Error::BlobMissing {
+                reference: layer.digest.clone(),
+                digest: layer.digest.clone(),
+                path,
+            });
+        }
+        unpack_layer(open_layer(&path)?, dest, &layer.digest, options)
     }
 
     /// Pulls `reference` from its registry into the store, reporting to `progress`.

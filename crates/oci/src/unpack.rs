@@ -26,12 +26,29 @@ const OPAQUE_MARKER: &str = ".wh..wh..opq";
 /// How many symlinks one path resolution may follow.
 const MAX_SYMLINKS: usize = 40;
 
+/// The overlayfs xattr that marks a directory opaque in a lower layer.
+pub const OVERLAY_OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+
+/// What whiteout entries (`.wh.NAME`, `.wh..wh..opq`) do.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Whiteouts {
+    /// Apply them: delete what lower layers put in the same directory tree. For flattening
+    /// several layers into one tree.
+    #[default]
+    Apply,
+    /// Translate them into overlayfs' own format, for one layer unpacked on its own that
+    /// overlayfs will stack: `.wh.NAME` becomes a 0/0 character device `NAME`, and
+    /// `.wh..wh..opq` the xattr `trusted.overlay.opaque=y` on its directory. Needs root.
+    Overlay,
+}
+
 /// How layers are applied.
 #[derive(Debug, Clone)]
 pub struct UnpackOptions {
     /// Set the owner and group recorded in the layer (needs root). Defaults to whether the
     /// process runs as root.
     pub preserve_ownership: bool,
+    pub whiteouts: Whiteouts,
 }
 
 impl Default for UnpackOptions {
@@ -40,6 +57,7 @@ impl Default for UnpackOptions {
         let euid = unsafe { libc::geteuid() };
         UnpackOptions {
             preserve_ownership: euid == 0,
+            whiteouts: Whiteouts::Apply,
         }
     }
 }
@@ -226,7 +244,11 @@ impl Unpacker<'_> {
         if name_str == OPAQUE_MARKER {
             if let Some(dir) = self.resolve_dir(parents, &raw_path, true)? {
                 self.mark_touched(&dir);
-                self.prune_opaque(&dir)?;
+                match self.options.whiteouts {
+                    Whiteouts::Apply => self.prune_opaque(&dir)?,
+                    Whiteouts::Overlay => xattr::set(&dir, OVERLAY_OPAQUE_XATTR, b"y")
+                        .map_err(|e| Error::io("mark opaque (overlayfs xattr)", &dir, e))?,
+                }
             }
             return Ok(());
         }
@@ -234,10 +256,23 @@ impl Unpacker<'_> {
             if hidden.is_empty() || hidden == "." || hidden == ".." {
                 return Err(self.unsafe_entry(&raw_path, "malformed whiteout"));
             }
-            if let Some(dir) = self.resolve_dir(parents, &raw_path, false)? {
-                remove_any(
-                    &dir.join(OsStr::from_bytes(&name.as_bytes()[WHITEOUT_PREFIX.len()..])),
-                )?;
+            let hidden = OsStr::from_bytes(&name.as_bytes()[WHITEOUT_PREFIX.len()..]);
+            match self.options.whiteouts {
+                Whiteouts::Apply => {
+                    if let Some(dir) = self.resolve_dir(parents, &raw_path, false)? {
+                        remove_any(&dir.join(hidden))?;
+                    }
+                }
+                Whiteouts::Overlay => {
+                    let dir = self
+                        .resolve_dir(parents, &raw_path, true)?
+                        .expect("resolve_dir with create always resolves");
+                    let dest = dir.join(hidden);
+                    remove_any(&dest)?;
+                    mknod(&dest, libc::S_IFCHR, 0, 0)
+                        .map_err(|e| Error::io("create overlayfs whiteout", &dest, e))?;
+                    self.mark_touched(&dest);
+                }
             }
             return Ok(());
         }
@@ -329,19 +364,8 @@ impl Unpacker<'_> {
                     EntryType::Block => libc::S_IFBLK,
                     _ => libc::S_IFIFO,
                 };
-                let c_path = std::ffi::CString::new(dest.as_os_str().as_bytes())
-                    .map_err(|_| self.unsafe_entry(&raw_path, "NUL in path"))?;
-                // SAFETY: c_path is a valid NUL-terminated string; mknod has no memory effects.
-                let rc = unsafe {
-                    libc::mknod(c_path.as_ptr(), fmt | mode, libc::makedev(major, minor))
-                };
-                if rc != 0 {
-                    return Err(Error::io(
-                        "create device node",
-                        &dest,
-                        io::Error::last_os_error(),
-                    ));
-                }
+                mknod(&dest, fmt | mode, major, minor)
+                    .map_err(|e| Error::io("create device node", &dest, e))?;
             }
             // PAX and GNU long-name headers are consumed by the tar reader; anything else
             // (sparse files, volume labels) is not part of an image.
@@ -428,6 +452,19 @@ impl Unpacker<'_> {
     }
 }
 
+/// `mknod(2)` without following a symlink at `path` (mknod never does).
+fn mknod(path: &Path, mode: libc::mode_t, major: u32, minor: u32) -> io::Result<()> {
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;
+    // SAFETY: c_path is a valid NUL-terminated string; mknod has no memory effects.
+    let rc = unsafe { libc::mknod(c_path.as_ptr(), mode, libc::makedev(major, minor)) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 fn create_dir(path: &Path) -> Result<()> {
     fs::create_dir(path).map_err(|e| Error::io("create directory", path, e))
 }
@@ -493,6 +530,9 @@ mod tests {
             self
         }
         fn apply(self, root: &Path) -> Result<()> {
+            self.apply_with(root, Whiteouts::Apply)
+        }
+        fn apply_with(self, root: &Path, whiteouts: Whiteouts) -> Result<()> {
             let bytes = self.0.into_inner().unwrap();
             unpack_layer(
                 &bytes[..],
@@ -500,6 +540,7 @@ mod tests {
                 "test-layer",
                 &UnpackOptions {
                     preserve_ownership: false,
+                    whiteouts,
                 },
             )
         }
@@ -679,6 +720,41 @@ mod tests {
         assert_unsafe(
             Layer::new().file("etc/.wh...", "").apply(&root),
             "malformed",
+        );
+    }
+
+    #[test]
+    fn overlay_whiteouts_become_devices_and_xattrs() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipping: overlayfs whiteouts (0/0 devices, trusted.* xattrs) need root");
+            return;
+        }
+        let (_t, root, _) = setup();
+        Layer::new()
+            .file("etc/.wh.gone", "")
+            .dir("o")
+            .file("o/.wh..wh..opq", "")
+            .file("o/new", "new")
+            .apply_with(&root, Whiteouts::Overlay)
+            .unwrap();
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let m = fs::symlink_metadata(root.join("etc/gone")).unwrap();
+        assert!(m.file_type().is_char_device());
+        assert_eq!(m.rdev(), 0);
+        assert!(!root.join("etc/.wh.gone").exists());
+        assert_eq!(
+            xattr::get(root.join("o"), OVERLAY_OPAQUE_XATTR).unwrap(),
+            Some(b"y".to_vec())
+        );
+        assert!(root.join("o/new").exists());
+        assert!(!root.join("o/.wh..wh..opq").exists());
+        // A whiteout cannot be used to escape the root either.
+        assert_unsafe(
+            Layer::new()
+                .file("../.wh.x", "")
+                .apply_with(&root, Whiteouts::Overlay),
+            "..",
         );
     }
 

@@ -23,6 +23,10 @@ pub struct ProcessSpec {
     /// Working directory; `/` when absent.
     #[serde(default)]
     pub cwd: Option<String>,
+    /// `USER[:GROUP]` (names from the guest's /etc/passwd and /etc/group, or numbers), as an
+    /// image's `User`; root when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 /// Host -> guest.
@@ -163,6 +167,7 @@ mod tests {
                 argv: vec!["echo".into(), "hi".into()],
                 env: vec![],
                 cwd: None,
+                user: None,
             },
             stdin: None,
             stdout: 1,

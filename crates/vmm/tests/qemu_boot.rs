@@ -170,6 +170,7 @@ impl Guest {
                     argv: argv.iter().map(|a| a.to_string()).collect(),
                     env: vec![],
                     cwd: None,
+                    user: None,
                 },
                 stdin: None,
                 stdout: out.id(),

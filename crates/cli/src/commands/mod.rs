@@ -1,7 +1,9 @@
 //! One file per command.
 
+pub mod app;
 pub mod doctor;
 pub mod down;
+pub mod image;
 pub mod instance;
 pub mod lifecycle;
 pub mod run;

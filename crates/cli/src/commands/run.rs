@@ -58,9 +58,16 @@ const SERVE: &str = "Serve mode (with --expose)";
 #[derive(Debug, clap::Args)]
 #[command(after_help = AFTER_HELP)]
 pub struct Args {
-    /// Guest image (see `aegis setup`); the daemon's default is "debian".
-    #[arg(long, value_name = "NAME")]
+    /// Guest image: a built-in one (`busybox`, `debian`; see `aegis setup`) or an OCI image
+    /// reference (`alpine:3.21`, `ghcr.io/org/app:v1`), pulled first if it is not yet.
+    /// The daemon's default is "debian".
+    #[arg(long, value_name = "NAME|REF")]
     pub image: Option<String>,
+
+    /// Run the command as USER[:GROUP] (names from the image's /etc/passwd, or numbers)
+    /// [default: the image's User, else root].
+    #[arg(short = 'u', long, value_name = "USER[:GROUP]")]
+    pub user: Option<String>,
 
     /// Set an environment variable in the guest; `KEY` alone passes this shell's value.
     /// Repeatable.
@@ -133,8 +140,9 @@ pub struct Args {
     #[arg(long, help_heading = SERVE)]
     pub no_loading_page: bool,
 
-    /// The command and its arguments.
-    #[arg(required = true, trailing_var_arg = true, value_name = "COMMAND")]
+    /// The command and its arguments. With an OCI image, they replace the image's Cmd (its
+    /// Entrypoint stays), and the image's Cmd runs when they are left out.
+    #[arg(trailing_var_arg = true, value_name = "COMMAND")]
     pub command: Vec<String>,
 }
 
@@ -145,6 +153,7 @@ impl Args {
             image: self.image.clone(),
             env: self.env.iter().cloned().collect::<BTreeMap<_, _>>(),
             workdir: self.workdir.clone(),
+            user: self.user.clone(),
             vcpus: self.cpus,
             memory_mib: self.memory,
             timeout_secs: self.timeout,
@@ -191,6 +200,7 @@ impl Args {
             image: self.image.clone(),
             env: self.env.iter().cloned().collect::<BTreeMap<_, _>>(),
             workdir: self.workdir.clone(),
+            user: self.user.clone(),
             workspace: self.workspace.clone(),
             vcpus: self.cpus,
             memory_mib: self.memory,
@@ -206,6 +216,9 @@ impl Args {
 }
 
 pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<i32> {
+    if let Some(image) = &args.image {
+        ensure_image(ctx.client(), image).await?;
+    }
     if args.serves() {
         return serve::run(ctx, &args).await;
     }
@@ -379,6 +392,8 @@ mod tests {
             timeout: Some(30),
             artifacts: vec!["/out".into()],
             workdir: Some("/tmp".into()),
+            user: Some("app".into()),
+            workspace: None,
             detach: false,
             expose: Vec::new(),
             name: None,
@@ -410,6 +425,8 @@ mod tests {
             timeout: None,
             artifacts: Vec::new(),
             workdir: Some("/srv".into()),
+            user: None,
+            workspace: None,
             detach: true,
             expose: vec![
                 parse::port_spec("8080:80:http").unwrap(),
@@ -473,5 +490,21 @@ mod tests {
         assert_eq!(DEFAULT_PAUSE_AFTER_SECS, 60);
         assert_eq!(DEFAULT_TERMINATE_AFTER_SECS, 1200);
         assert_eq!(DEFAULT_WAKE_TIMEOUT_SECS, 60);
+    }
+}
+
+/// Pulls an OCI image that is not pulled yet, as `docker run` does (built-in images are the
+/// daemon's business).
+async fn ensure_image(client: &Client, image: &str) -> anyhow::Result<()> {
+    if aegis_image::BaseImage::from_name(image).is_ok() {
+        return Ok(());
+    }
+    match client.get_image(image).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.is_not_found() => {
+            eprintln!("aegis: image {image} is not pulled yet; pulling it");
+            crate::commands::image::pull(client, image).await.map(drop)
+        }
+        Err(e) => Err(e.into()),
     }
 }

@@ -1,6 +1,8 @@
 //! The HTTP/JSON API (`/v1`) on the unix socket. Handlers are thin: they parse, call the
 //! daemon, and map errors to [`aegis_api::ApiError`] bodies.
 
+mod apps;
+mod images;
 mod instances;
 mod status;
 mod tasks;
@@ -21,6 +23,12 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
     Router::new()
         .route("/v1/status", get(status::status))
         .route("/v1/shutdown", post(status::shutdown))
+        .route("/v1/images", get(images::list))
+        .route("/v1/images/pull", post(images::pull))
+        .route(
+            "/v1/images/{*reference}",
+            get(images::get).delete(images::delete),
+        )
         .route("/v1/tasks", post(tasks::create).get(tasks::list))
         .route("/v1/tasks/{id}", get(tasks::get).delete(tasks::delete))
         .route("/v1/tasks/{id}/cancel", post(tasks::cancel))
@@ -37,6 +45,13 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/v1/instances/{id}/resume", post(instances::resume))
         .route("/v1/instances/{id}/stop", post(instances::stop))
         .route("/v1/instances/{id}/logs", get(instances::logs))
+        .route("/v1/apps", post(apps::create).get(apps::list))
+        .route("/v1/apps/{name}", get(apps::get).delete(apps::delete))
+        .route(
+            "/v1/apps/{name}/releases",
+            post(apps::publish).get(apps::releases),
+        )
+        .route("/v1/apps/{name}/serve", post(apps::serve))
         .route(
             "/v1/workspaces",
             post(workspaces::create).get(workspaces::list),

@@ -16,7 +16,7 @@ pub async fn create(
     body: Bytes,
 ) -> Result<(StatusCode, Json<Task>), Error> {
     let req: CreateTask = parse_body(&body)?;
-    let task = d.tasks.create(&d, req)?;
+    let task = d.tasks.create(&d, req).await?;
     Ok((StatusCode::CREATED, Json(task)))
 }
 

@@ -132,6 +132,11 @@ impl InstanceManager {
             })
     }
 
+    /// The first instance for which `pred` holds.
+    pub fn find(&self, pred: impl Fn(&InstanceRuntime) -> bool) -> Option<Arc<InstanceRuntime>> {
+        lock(&self.instances).values().find(|rt| pred(rt)).cloned()
+    }
+
     /// The router upstream of instance `key` (id or name).
     fn upstream(
         &self,
@@ -161,15 +166,22 @@ impl InstanceManager {
                 "aegisd is shutting down",
             ));
         }
-        validate(&req, &HostLimits::probe())?;
         let mut req = req;
+        // An app's instance boots from its release's layers (checked when it is served);
+        // any other takes its image's configuration, once, here.
+        if req.app.is_none() {
+            let image = req
+                .image
+                .clone()
+                .unwrap_or_else(|| aegis_api::DEFAULT_IMAGE.to_string());
+            let root = crate::images::resolve_root(daemon, &image).await?;
+            if let Some(config) = &root.config {
+                apply_image_config(&mut req, config);
+            }
+        }
+        validate(&req, &HostLimits::probe())?;
         let workspace = crate::workspaces::check_request(daemon, req.workspace.as_deref())?;
         req.workspace = workspace.as_ref().map(|w| w.as_request());
-        let image = req
-            .image
-            .clone()
-            .unwrap_or_else(|| aegis_api::DEFAULT_IMAGE.to_string());
-        daemon.guest.resolve(&image)?;
         let id = ids::new_id("inst");
         let name = req.name.clone().unwrap_or_else(|| id.clone());
         if self.get(&name).is_ok() {
@@ -439,5 +451,27 @@ impl Resolver for NameResolver {
             wake,
         };
         Some(Target::new(upstream, route))
+    }
+}
+
+/// Applies an OCI image's configuration to an instance request, as `docker run` would: its
+/// Entrypoint/Cmd, Env, WorkingDir and User under what the request says, and its
+/// ExposedPorts (as HTTP) when the request exposes nothing.
+fn apply_image_config(req: &mut CreateInstance, config: &aegis_oci::ImageConfig) {
+    let effective = crate::images::apply_config(
+        crate::images::ProcessDefaults {
+            command: std::mem::take(&mut req.command),
+            env: std::mem::take(&mut req.env),
+            workdir: req.workdir.take(),
+            user: req.user.take(),
+        },
+        config,
+    );
+    req.command = effective.command;
+    req.env = effective.env;
+    req.workdir = effective.workdir;
+    req.user = effective.user;
+    if req.expose.is_empty() {
+        req.expose = crate::images::exposed_ports(config);
     }
 }

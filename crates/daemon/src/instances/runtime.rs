@@ -45,6 +45,8 @@ struct Live {
 #[derive(Clone)]
 struct CachedSnapshot {
     snap: SnapshotRef,
+    /// The app release whose layers the snapshot was taken on (apps only).
+    release: Option<u32>,
 }
 
 pub struct InstanceRuntime {
@@ -75,6 +77,10 @@ pub struct InstanceRuntime {
     pub connecting: std::sync::atomic::AtomicUsize,
     /// The router's accept loops of this instance's ports; they end after `shutdown`.
     pub listeners: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// The app release served now (`target.release` until switched; see `switch_release`).
+    release: Mutex<Option<u32>>,
+    /// The process of the release the current VM booted (apps), over the target's command.
+    release_process: Mutex<Option<crate::apps::ReleaseProcess>>,
 }
 
 impl InstanceRuntime {
@@ -92,7 +98,10 @@ impl InstanceRuntime {
             .image
             .clone()
             .unwrap_or_else(|| aegis_api::DEFAULT_IMAGE.into());
+        let release = target.release;
         Arc::new(InstanceRuntime {
+            release: Mutex::new(release),
+            release_process: Mutex::new(None),
             id,
             name,
             target,
@@ -171,7 +180,10 @@ impl InstanceRuntime {
             id: self.id.clone(),
             name: self.name.clone(),
             state: self.state(),
-            target: self.target.clone(),
+            target: CreateInstance {
+                release: self.release(),
+                ..self.target.clone()
+            },
             endpoints: lock(&self.endpoints).clone(),
             created_at: self.created_at.clone(),
             last_active_at: humantime::format_rfc3339_millis(last).to_string(),
@@ -252,10 +264,47 @@ impl InstanceRuntime {
 
     /// Restores the cached snapshot if there is a valid one, else boots cold from disk layers.
     async fn bring_up(self: &Arc<Self>, daemon: &Arc<Daemon>) -> Result<Live, String> {
-        let assets = daemon
-            .guest
-            .resolve(&self.image)
+        let release = self.release();
+        if let (Some(app), Some(number)) = (&self.target.app, release) {
+            let root = crate::apps::release_root(daemon, app, number)
+                .await
+                .map_err(|e| e.to_string())?;
+            *lock(&self.release_process) = Some(root.process());
+            return self.boot_from(daemon, root.assets).await;
+        }
+        let root = crate::images::resolve_root(daemon, &self.image)
+            .await
             .map_err(|e| e.to_string())?;
+        self.boot_from(daemon, root.assets).await
+    }
+
+    /// The release served now (apps).
+    pub fn release(&self) -> Option<u32> {
+        *lock(&self.release)
+    }
+
+    /// Switches an app's instance to another release: the VM is terminated and the memory
+    /// snapshot dropped (it holds the old release's state and must never restore into this
+    /// one); the next connection boots the new release from its disk layers.
+    pub async fn switch_release(&self, release: u32) {
+        let slot = self.slot.lock().await;
+        *lock(&self.release) = Some(release);
+        self.drop_snapshot();
+        drop(slot);
+        self.terminate().await;
+    }
+
+    /// Restores the cached snapshot if there is a valid one, else boots cold from `assets`.
+    async fn boot_from(
+        self: &Arc<Self>,
+        daemon: &Arc<Daemon>,
+        assets: BootAssets,
+    ) -> Result<Live, String> {
+        let cached = lock(&self.snapshot).clone();
+        if cached.as_ref().is_some_and(|c| c.release != self.release()) {
+            // Taken on other layers: useless, and restoring it would be wrong.
+            self.drop_snapshot();
+        }
         let cached = lock(&self.snapshot).clone();
         if let Some(cached) = cached {
             if daemon.backend.capabilities().memory_snapshot {
@@ -347,7 +396,7 @@ impl InstanceRuntime {
         self.pump_logs(stdout.into_split().0, stderr.into_split().0);
         let spawn = HostMessage::Spawn {
             id: SERVER_PROC,
-            spec: ProcessSpec {
+            spec: self.with_release_process(ProcessSpec {
                 argv: self.target.command.clone(),
                 env: self
                     .target
@@ -356,7 +405,8 @@ impl InstanceRuntime {
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect(),
                 cwd: self.target.workdir.clone(),
-            },
+                user: self.target.user.clone(),
+            }),
             stdin: None,
             stdout: ids.0,
             stderr: ids.1,
@@ -381,6 +431,19 @@ impl InstanceRuntime {
                 None => return Err("the guest channel closed while starting the app".into()),
             }
         }
+    }
+
+    /// An app instance runs the process of the release its VM booted, not the target's.
+    fn with_release_process(&self, mut spec: ProcessSpec) -> ProcessSpec {
+        if let Some(p) = lock(&self.release_process).clone() {
+            spec.argv = p.argv;
+            spec.env = p.env;
+            spec.cwd = p.cwd;
+            if p.user.is_some() {
+                spec.user = p.user;
+            }
+        }
+        spec
     }
 
     fn pump_logs(&self, out: RecvHalf, err: RecvHalf) {
@@ -467,6 +530,7 @@ impl InstanceRuntime {
                 }
                 *lock(&self.snapshot) = Some(CachedSnapshot {
                     snap: SnapshotRef { dir },
+                    release: self.release(),
                 });
                 tracing::info!(instance = %self.id, ms = started.elapsed().as_millis() as u64, "memory snapshot cached");
             }
@@ -493,10 +557,7 @@ impl InstanceRuntime {
                 run_dir: run_dir.clone(),
                 assets: assets.clone(),
                 // Never used with a workspace (no snapshot is taken then); kept exact anyway.
-                shares: crate::workspaces::shares(
-                    &daemon.config,
-                    self.target.workspace.as_deref(),
-                ),
+                shares: crate::workspaces::shares(&daemon.config, self.target.workspace.as_deref()),
                 vcpus: self.target.vcpus.unwrap_or(aegis_api::DEFAULT_VCPUS),
                 memory_mib: self
                     .target

@@ -52,20 +52,40 @@ impl TaskManager {
     }
 
     /// Validates `req`, records the task and starts its runner.
-    pub fn create(&self, daemon: &Arc<Daemon>, req: CreateTask) -> Result<Task, ApiError> {
+    pub async fn create(
+        &self,
+        daemon: &Arc<Daemon>,
+        mut req: CreateTask,
+    ) -> Result<Task, ApiError> {
         if daemon.shutdown.is_cancelled() {
             return Err(ApiError::new(
                 ErrorCode::Unavailable,
                 "aegisd is shutting down",
             ));
         }
-        let limits = HostLimits::probe();
-        validate(&req, &limits)?;
         let image = req
             .image
             .clone()
             .unwrap_or_else(|| aegis_api::DEFAULT_IMAGE.to_string());
-        let assets = daemon.guest.resolve(&image)?;
+        let root = crate::images::resolve_root(daemon, &image).await?;
+        if let Some(config) = &root.config {
+            let effective = crate::images::apply_config(
+                crate::images::ProcessDefaults {
+                    command: std::mem::take(&mut req.command),
+                    env: std::mem::take(&mut req.env),
+                    workdir: req.workdir.take(),
+                    user: req.user.take(),
+                },
+                config,
+            );
+            req.command = effective.command;
+            req.env = effective.env;
+            req.workdir = effective.workdir;
+            req.user = effective.user;
+        }
+        let limits = HostLimits::probe();
+        validate(&req, &limits)?;
+        let assets = root.assets;
         let workspace = crate::workspaces::check_request(daemon, req.workspace.as_deref())?;
         let task = Task {
             id: ids::new_id("task"),
@@ -118,6 +138,15 @@ impl TaskManager {
             span,
         ));
         Ok(task)
+    }
+
+    /// `(id, image)` of every task that has not ended.
+    pub fn live_images(&self, daemon: &Daemon) -> Vec<(String, String)> {
+        let ids: Vec<String> = lock(&self.live).keys().cloned().collect();
+        ids.into_iter()
+            .filter_map(|id| self.get(daemon, &id).ok())
+            .map(|t| (t.id, t.image))
+            .collect()
     }
 
     pub fn task_dir(&self, daemon: &Daemon, id: &str) -> PathBuf {

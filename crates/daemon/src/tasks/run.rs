@@ -129,6 +129,7 @@ async fn execute(
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             cwd: req.workdir.clone(),
+            user: req.user.clone(),
         },
         stdin: None,
         stdout: stdout.id(),

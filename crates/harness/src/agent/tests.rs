@@ -91,6 +91,7 @@ fn spec(argv: &[&str]) -> ProcessSpec {
         argv: argv.iter().map(|s| s.to_string()).collect(),
         env: vec![],
         cwd: None,
+        user: None,
     }
 }
 

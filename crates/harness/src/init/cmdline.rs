@@ -5,6 +5,7 @@
 //! | `aegis.channel=vport:NAME` | virtio-serial port named NAME (QEMU) | `vport:aegis.0` |
 //! | `aegis.channel=vsock:CID:PORT` | dial AF_VSOCK CID:PORT (Firecracker, libkrun) | |
 //! | `aegis.root=SERIAL` | virtio-blk serial of the base image disk | `aegis-root` |
+//! | `aegis.layers=N` | disk layers stacked by overlayfs: the root disk, then serials `aegis-l1`..`aegis-l<N-1>` | `1` |
 //! | `aegis.scratch=SERIAL` | serial of the writable scratch disk (optional) | `aegis-scratch` |
 //! | `aegis.hostname=NAME` | guest host name | `aegis` |
 //! | `aegis.debug` | debug logging on the console | off |
@@ -25,6 +26,9 @@ pub enum ChannelSpec {
 pub struct BootArgs {
     pub channel: ChannelSpec,
     pub root_serial: String,
+    /// Number of read-only disk layers (`aegis.layers=N`): the bottom one has serial
+    /// `root_serial`, layer `i` (1..N) serial `aegis-l<i>`.
+    pub layers: usize,
     pub scratch_serial: String,
     pub hostname: String,
     pub debug: bool,
@@ -37,6 +41,7 @@ impl Default for BootArgs {
         BootArgs {
             channel: ChannelSpec::Vport("aegis.0".into()),
             root_serial: "aegis-root".into(),
+            layers: 1,
             scratch_serial: "aegis-scratch".into(),
             hostname: "aegis".into(),
             debug: false,
@@ -44,6 +49,9 @@ impl Default for BootArgs {
         }
     }
 }
+
+/// Most disk layers a guest stacks (a virtio-mmio machine has 24 device slots).
+pub const MAX_LAYERS: usize = 20;
 
 /// Parses the `aegis.*` words of `/proc/cmdline`; other words are the kernel's business.
 pub fn parse(cmdline: &str) -> Result<BootArgs, InitError> {
@@ -61,11 +69,18 @@ pub fn parse(cmdline: &str) -> Result<BootArgs, InitError> {
             ("channel", Some(v)) => args.channel = parse_channel(v).ok_or_else(bad)?,
             ("root", Some(v)) if !v.is_empty() => args.root_serial = v.into(),
             ("scratch", Some(v)) if !v.is_empty() => args.scratch_serial = v.into(),
+            ("layers", Some(v)) => {
+                args.layers = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=MAX_LAYERS).contains(n))
+                    .ok_or_else(bad)?
+            }
             ("hostname", Some(v)) if valid_hostname(v) => args.hostname = v.into(),
             ("workspace", Some(v)) if valid_tag(v) => args.workspace = Some(v.into()),
             ("debug", None) => args.debug = true,
             ("debug", Some(v)) => args.debug = !matches!(v, "0" | "off" | "false"),
-            ("channel" | "root" | "scratch" | "hostname" | "workspace", _) => {
+            ("channel" | "root" | "scratch" | "hostname" | "workspace" | "layers", _) => {
                 return Err(bad())
             }
             // A newer host may pass arguments this harness does not know: not fatal.
@@ -127,6 +142,8 @@ mod tests {
         assert_eq!(a.scratch_serial, "scr");
         assert_eq!(a.hostname, "box-1");
         assert!(a.debug);
+        assert_eq!(a.layers, 1);
+        assert_eq!(parse("aegis.layers=5").unwrap().layers, 5);
         assert_eq!(
             parse("aegis.channel=vport:aegis.0").unwrap().channel,
             ChannelSpec::Vport("aegis.0".into())
@@ -144,6 +161,9 @@ mod tests {
             "aegis.workspace=",
             "aegis.workspace=a/b",
             "aegis.workspace",
+            "aegis.layers=0",
+            "aegis.layers=21",
+            "aegis.layers=x",
         ] {
             assert!(
                 matches!(parse(bad), Err(InitError::Cmdline(w)) if w == bad),

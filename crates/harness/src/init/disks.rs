@@ -19,8 +19,14 @@ const APPEAR_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug)]
 pub struct Disks {
-    pub root: PathBuf,
+    /// Read-only layers, bottom first; the first is the root disk.
+    pub layers: Vec<PathBuf>,
     pub scratch: Option<PathBuf>,
+}
+
+/// Serial of disk layer `i` above the root disk (must match the host's naming).
+pub fn layer_serial(i: usize) -> String {
+    format!("aegis-l{i}")
 }
 
 struct BlockDev {
@@ -68,11 +74,32 @@ pub fn find(args: &BootArgs) -> Result<Disks, InitError> {
     loop {
         let devs = scan();
         if let Some(root) = pick(&devs, &args.root_serial, "vda") {
-            let scratch = pick(&devs, &args.scratch_serial, "vdb");
-            for d in &devs {
-                tracing::debug!(disk = d.name, serial = ?d.serial, "block device");
+            let mut layers = vec![root];
+            let mut missing = None;
+            for i in 1..args.layers {
+                let serial = layer_serial(i);
+                let found = devs.iter().find(|d| d.serial.as_deref() == Some(&serial));
+                match found {
+                    Some(d) => layers.push(PathBuf::from("/dev").join(&d.name)),
+                    None => {
+                        missing = Some((i, serial));
+                        break;
+                    }
+                }
             }
-            return Ok(Disks { root, scratch });
+            match missing {
+                None => {
+                    let scratch = pick(&devs, &args.scratch_serial, "vdb");
+                    for d in &devs {
+                        tracing::debug!(disk = d.name, serial = ?d.serial, "block device");
+                    }
+                    return Ok(Disks { layers, scratch });
+                }
+                Some((index, serial)) if started.elapsed() > APPEAR_TIMEOUT => {
+                    return Err(InitError::NoLayerDisk { index, serial });
+                }
+                Some(_) => {}
+            }
         }
         if started.elapsed() > APPEAR_TIMEOUT {
             return Err(InitError::NoRootDisk {

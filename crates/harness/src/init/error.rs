@@ -26,7 +26,12 @@ pub enum InitError {
          the VMM must attach the base image with serial={serial}"
     )]
     NoRootDisk { serial: String },
-    #[error("cannot mount the base image {}: neither ext4 nor erofs ({ext4}; {erofs})", disk.display())]
+    #[error(
+        "disk layer {index} (virtio-blk serial `{serial}`) is missing; the VMM must attach \
+         every layer named by aegis.layers"
+    )]
+    NoLayerDisk { index: usize, serial: String },
+    #[error("cannot mount the disk layer {}: neither ext4 nor erofs ({ext4}; {erofs})", disk.display())]
     RootFs {
         disk: PathBuf,
         ext4: io::Error,

@@ -4,9 +4,9 @@
 //! ```text
 //! initramfs /            /init (this binary), /dev/console, empty dev proc sys mnt
 //!   /dev /proc /sys      devtmpfs, proc, sysfs
-//!   /mnt/lower           base image, read-only (ext4, or erofs)
+//!   /mnt/layers/0..N-1   disk layers, read-only (ext4, or erofs), bottom first
 //!   /mnt/scratch         scratch disk (ext4, rw) with upper/ and work/; a tmpfs without one
-//!   /mnt/root            overlay lower=/mnt/lower upper=/mnt/scratch/upper
+//!   /mnt/root            overlay lower=/mnt/layers/N-1:...:0 upper=/mnt/scratch/upper
 //! switch root            /dev /proc /sys moved into /mnt/root, /mnt/root moved onto /,
 //!                        chroot: PID 1 stays PID 1 (no exec), the initramfs stays hidden
 //! new /                  + devpts /dev/pts, tmpfs /dev/shm /tmp /run, cgroup2 /sys/fs/cgroup
@@ -23,14 +23,14 @@ use super::disks::Disks;
 use super::error::{Context, InitError};
 use super::sys;
 
-const LOWER: &str = "/mnt/lower";
+const LAYERS: &str = "/mnt/layers";
 const SCRATCH: &str = "/mnt/scratch";
 const NEW_ROOT: &str = "/mnt/root";
 
 /// The layers under the overlay root, kept reachable after the switch (they are hidden
 /// under it) so shutdown can make them clean.
 pub struct Layers {
-    lower: OwnedFd,
+    lowers: Vec<OwnedFd>,
     scratch: OwnedFd,
     scratch_is_disk: bool,
 }
@@ -109,19 +109,32 @@ fn open_path(path: &str) -> Result<OwnedFd, InitError> {
         .ctx("open", path)
 }
 
-/// Mounts the base image and the scratch disk and assembles the overlay at /mnt/root.
-pub fn assemble(disks: &Disks) -> Result<Layers, InitError> {
-    mkdir(Path::new(LOWER))?;
-    let root = disks.root.to_string_lossy().into_owned();
+/// Mounts one read-only disk layer (ext4, else erofs) at `target`.
+fn mount_layer(disk: &Path, target: &Path) -> Result<(), InitError> {
+    mkdir(target)?;
+    let source = disk.to_string_lossy();
+    // overlayfs recognises whiteouts (0/0 character devices) by their inode, never opens
+    // them: nodev is fine.
     let ro = libc::MS_RDONLY | libc::MS_NODEV;
-    if let Err(ext4) = sys::mount(Some(&root), Path::new(LOWER), Some("ext4"), ro, None) {
-        if let Err(erofs) = sys::mount(Some(&root), Path::new(LOWER), Some("erofs"), ro, None) {
+    if let Err(ext4) = sys::mount(Some(&source), target, Some("ext4"), ro, None) {
+        if let Err(erofs) = sys::mount(Some(&source), target, Some("erofs"), ro, None) {
             return Err(InitError::RootFs {
-                disk: disks.root.clone(),
+                disk: disk.to_path_buf(),
                 ext4,
                 erofs,
             });
         }
+    }
+    Ok(())
+}
+
+/// Mounts the disk layers and the scratch disk and assembles the overlay at /mnt/root.
+pub fn assemble(disks: &Disks) -> Result<Layers, InitError> {
+    let mut lower_dirs = Vec::with_capacity(disks.layers.len());
+    for (i, disk) in disks.layers.iter().enumerate() {
+        let target = Path::new(LAYERS).join(i.to_string());
+        mount_layer(disk, &target)?;
+        lower_dirs.push(target);
     }
     mkdir(Path::new(SCRATCH))?;
     let scratch_is_disk = match &disks.scratch {
@@ -141,14 +154,25 @@ pub fn assemble(disks: &Disks) -> Result<Layers, InitError> {
     mkdir(&upper)?;
     mkdir(&work)?;
     mkdir(Path::new(NEW_ROOT))?;
+    // overlayfs lists lower directories top first.
+    let lowerdir = lower_dirs
+        .iter()
+        .rev()
+        .map(|d| d.display().to_string())
+        .collect::<Vec<_>>()
+        .join(":");
     let options = format!(
-        "lowerdir={LOWER},upperdir={},workdir={}",
+        "lowerdir={lowerdir},upperdir={},workdir={}",
         upper.display(),
         work.display()
     );
     mount("overlay", NEW_ROOT, "overlay", 0, Some(&options))?;
+    let lowers = lower_dirs
+        .iter()
+        .map(|d| open_path(&d.to_string_lossy()))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(Layers {
-        lower: open_path(LOWER)?,
+        lowers,
         scratch: open_path(SCRATCH)?,
         scratch_is_disk,
     })
@@ -279,7 +303,8 @@ impl Layers {
         if self.scratch_is_disk {
             remount_ro(&fd_path(&self.scratch), "the scratch disk");
         }
-        for (fd, what) in [(&self.scratch, "scratch"), (&self.lower, "base image")] {
+        let lowers = self.lowers.iter().map(|fd| (fd, "disk layer"));
+        for (fd, what) in std::iter::once((&self.scratch, "scratch")).chain(lowers) {
             if let Err(e) = sys::umount(&fd_path(fd), libc::MNT_DETACH) {
                 tracing::debug!("cannot unmount the {what}: {e}");
             }
