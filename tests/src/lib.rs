@@ -72,6 +72,12 @@ pub struct TestDaemon {
 impl TestDaemon {
     /// Starts a daemon with `backend` ("qemu", "fake", ...).
     pub fn start(backend: &str) -> TestDaemon {
+        Self::start_prepared(backend, |_| {})
+    }
+
+    /// [`TestDaemon::start`], calling `prepare` with the home before the daemon starts
+    /// (e.g. to mount a small file system where the daemon keeps something).
+    pub fn start_prepared(backend: &str, prepare: impl FnOnce(&Path)) -> TestDaemon {
         if backend != "fake" {
             require_guest_artifacts();
         }
@@ -80,6 +86,7 @@ impl TestDaemon {
             .tempdir()
             .expect("temp home");
         std::os::unix::fs::symlink(shared_cache(), home.path().join("cache")).expect("link cache");
+        prepare(home.path());
         let mut d = TestDaemon {
             home,
             child: None,
@@ -270,4 +277,40 @@ pub fn code(o: &Output) -> i32 {
 pub fn sha256(data: &[u8]) -> String {
     use sha2::Digest;
     format!("{:x}", sha2::Sha256::digest(data))
+}
+
+/// Polls `GET /v1/tasks/{id}` until the task has ended; panics after `within`.
+pub fn wait_task_end(d: &TestDaemon, id: &str, within: Duration) -> aegis_api::Task {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let client = d.client();
+    let deadline = Instant::now() + within;
+    loop {
+        let task = rt.block_on(client.get_task(id)).expect("get task");
+        if task.state.is_terminal() {
+            return task;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "task {id} still {} after {within:?}; log:\n{}",
+            task.state.as_str(),
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Pids of live virtiofsd processes whose command line mentions `dir` (a shared directory or
+/// a run directory).
+pub fn virtiofsd_processes(dir: &Path) -> Vec<u32> {
+    processes_mentioning(dir)
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains("virtiofsd"))
+                .unwrap_or(false)
+        })
+        .collect()
 }

@@ -29,7 +29,7 @@ pub fn require_tool(tool: &str, package: &str) -> PathBuf {
 pub struct LocalRegistry {
     child: Child,
     port: u16,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl LocalRegistry {
@@ -58,11 +58,7 @@ impl LocalRegistry {
             .stderr(Stdio::null())
             .spawn()
             .expect("start docker-registry");
-        let registry = LocalRegistry {
-            child,
-            port,
-            _dir: dir,
-        };
+        let registry = LocalRegistry { child, port, dir };
         let deadline = Instant::now() + Duration::from_secs(20);
         while !registry.v2_answers() {
             assert!(
@@ -86,6 +82,33 @@ impl LocalRegistry {
         }
         let mut buf = [0u8; 16];
         matches!(s.read(&mut buf), Ok(n) if n >= 12 && &buf[9..12] == b"200")
+    }
+
+    /// Flips a byte in the middle of the biggest blob the registry stores (a layer), so that
+    /// it no longer matches its digest. Returns the blob's digest.
+    pub fn corrupt_biggest_blob(&self) -> String {
+        let blobs = self.dir.path().join("data/docker/registry/v2/blobs/sha256");
+        let mut biggest: Option<(u64, PathBuf)> = None;
+        for prefix in fs::read_dir(&blobs).unwrap().flatten() {
+            for blob in fs::read_dir(prefix.path()).unwrap().flatten() {
+                let data = blob.path().join("data");
+                let len = fs::metadata(&data).map(|m| m.len()).unwrap_or(0);
+                if biggest.as_ref().is_none_or(|(l, _)| len > *l) {
+                    biggest = Some((len, data));
+                }
+            }
+        }
+        let (len, path) = biggest.expect("the registry stores no blob");
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[(len / 2) as usize] ^= 0xff;
+        fs::write(&path, bytes).unwrap();
+        let hex = path
+            .parent()
+            .unwrap()
+            .file_name()
+            .unwrap()
+            .to_string_lossy();
+        format!("sha256:{hex}")
     }
 
     /// `127.0.0.1:<port>`: the registry part of references to images pushed here.
@@ -156,8 +179,14 @@ impl LayerBuilder {
         if !link.is_empty() {
             h.set_link_name(link).unwrap();
         }
+        // Written into the header as is: the tar crate refuses to *write* `..` paths, and
+        // hostile layers are exactly what some tests need.
+        let name = path.as_bytes();
+        assert!(name.len() < 100, "test entry path too long: {path}");
+        h.as_old_mut().name[..name.len()].copy_from_slice(name);
+        h.set_cksum();
         let b = self.builder.as_mut().unwrap();
-        b.append_data(&mut h, path, data).unwrap();
+        b.append(&h, data).unwrap();
         self
     }
 

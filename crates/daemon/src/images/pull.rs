@@ -101,7 +101,12 @@ pub fn start(daemon: Arc<Daemon>, req: PullImage) -> mpsc::Receiver<Bytes> {
                     total: Some(layers as u64),
                 }))
                 .await;
-            daemon.images.layer_disks(&image.layers).await?;
+            if let Err(e) = daemon.images.layer_disks(&image.layers).await {
+                // An image that cannot become disks (an unsafe layer entry, a full disk) is
+                // not kept: nothing can boot it, and listing it would claim otherwise.
+                forget(&daemon, &image.reference).await;
+                return Err(e);
+            }
             tracing::info!(image = %image.reference, layers, "image pulled");
             Ok::<_, aegis_api::ApiError>(image)
         }
@@ -118,4 +123,21 @@ pub fn start(daemon: Arc<Daemon>, req: PullImage) -> mpsc::Receiver<Bytes> {
         let _ = tx.send(line(&event)).await;
     });
     rx
+}
+
+/// Removes a just-pulled image whose disks could not be made, with the blobs nothing else uses.
+async fn forget(daemon: &Arc<Daemon>, reference: &str) {
+    let keep = match super::external_roots(daemon) {
+        Ok(keep) => keep,
+        Err(e) => {
+            tracing::warn!(image = reference, error = %e, "cannot read releases; keeping the image's blobs");
+            return;
+        }
+    };
+    if let Err(e) = daemon.images.store().remove_keeping(reference, &keep) {
+        tracing::warn!(image = reference, error = %e, "cannot remove the unusable image");
+    }
+    if let Err(e) = daemon.images.collect_garbage(keep).await {
+        tracing::warn!(image = reference, error = %e, "garbage collection failed");
+    }
 }
