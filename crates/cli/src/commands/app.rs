@@ -479,7 +479,8 @@ mod tests {
         );
         assert_eq!(lines[1][0], "1*");
         assert_eq!(lines[1][1], "v1");
-        assert_eq!(lines[1][4], "abababababab");
+        assert!(lines[1].contains(&"abababababab"), "{out}");
+        assert!(out.contains("2.0 KiB") || out.contains("2 KiB"), "{out}");
         assert_eq!(lines[2][0], "2");
         assert_eq!(lines[2][1], "-");
     }
