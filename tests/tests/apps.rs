@@ -224,3 +224,79 @@ fn publish_serve_switch_rollback_and_terminate_discards_writes() {
     assert_ne!(code(&d.aegis(&["app", "inspect", "site"])), 0);
     d.assert_no_leftovers();
 }
+
+#[test]
+fn an_apps_workspace_outlives_terminate_and_release_switches() {
+    let registry = LocalRegistry::start();
+    let image = OciImage::new(vec![busybox_layer()], serde_json::json!({"Cmd": ["sh"]}));
+    let reference = registry.push(&image, "apps/busybox", "ws");
+    let d = TestDaemon::start("qemu");
+    let router = json::<Status>(&d, &["status", "--json"]).router_addr;
+    ok(&d, &["image", "pull", &reference]);
+    ok(
+        &d,
+        &[
+            "app",
+            "create",
+            "notes",
+            "--image",
+            &reference,
+            "--expose",
+            "8080:http",
+            "--",
+            "httpd",
+            "-f",
+            "-p",
+            "8080",
+            "-h",
+            "/app/www",
+        ],
+    );
+    let src = tempfile::tempdir().unwrap();
+    write_site(src.path(), "release 1");
+    // The CGI script also appends to the workspace.
+    let cgi = src.path().join("www/cgi-bin/note");
+    std::fs::write(
+        &cgi,
+        "#!/bin/sh\necho 'Content-Type: text/plain'\necho\necho note >> /workspace/notes\nwc -l < /workspace/notes\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&cgi, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let from = src.path().display().to_string();
+    ok(&d, &["app", "publish", "notes", "--from", &from]);
+    ok(&d, &["app", "publish", "notes", "--from", &from]);
+
+    ok(
+        &d,
+        &[
+            "app",
+            "serve",
+            "notes",
+            "--release",
+            "1",
+            "--workspace",
+            "notes-data",
+        ],
+    );
+    assert!(get(&router, "notes", "/cgi-bin/note").1.contains('1'));
+    assert!(get(&router, "notes", "/cgi-bin/mark").1.contains("marked"));
+    // Terminate: the root file system's write is gone, the workspace's stays.
+    ok(&d, &["stop", "notes"]);
+    assert!(get(&router, "notes", "/cgi-bin/check").1.contains("absent"));
+    assert!(get(&router, "notes", "/cgi-bin/note").1.contains('2'));
+    // A release switch keeps the workspace; changing it is refused.
+    ok(&d, &["app", "serve", "notes", "--release", "2"]);
+    assert!(get(&router, "notes", "/cgi-bin/note").1.contains('3'));
+    let o = d.aegis(&["app", "serve", "notes", "--workspace", "other"]);
+    assert_ne!(code(&o), 0);
+    assert!(stderr(&o).contains("notes-data"), "{}", stderr(&o));
+    // The workspace is held while the app's instance exists.
+    assert_ne!(code(&d.aegis(&["workspace", "rm", "notes-data"])), 0);
+    ok(&d, &["app", "rm", "notes"]);
+    let ws: serde_json::Value = json(&d, &["workspace", "inspect", "notes-data", "--json"]);
+    let notes =
+        std::fs::read_to_string(Path::new(ws["path"].as_str().unwrap()).join("notes")).unwrap();
+    assert_eq!(notes.lines().count(), 3);
+    ok(&d, &["workspace", "rm", "notes-data"]);
+    d.assert_no_leftovers();
+}

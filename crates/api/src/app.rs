@@ -174,6 +174,10 @@ pub struct ServeApp {
     /// Serve the release before the one served now (when `release` is absent).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub rollback: bool,
+    /// Mount this workspace (a name, or an absolute host directory) at `/workspace` in the
+    /// app's VMs. Set when the app's instance is created; it outlives every release switch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<String>,
 }
 
 /// The answer to [`ServeApp`].

@@ -264,6 +264,7 @@ async fn create_publish_serve_switch_rollback_remove() {
             ServeApp {
                 release: Some(1),
                 rollback: false,
+                workspace: None,
             },
         )
         .await
@@ -290,6 +291,7 @@ async fn create_publish_serve_switch_rollback_remove() {
             ServeApp {
                 release: Some(1),
                 rollback: false,
+                workspace: None,
             },
         )
         .await
@@ -306,6 +308,7 @@ async fn create_publish_serve_switch_rollback_remove() {
             ServeApp {
                 release: None,
                 rollback: true,
+                workspace: None,
             },
         )
         .await
@@ -318,6 +321,7 @@ async fn create_publish_serve_switch_rollback_remove() {
             ServeApp {
                 release: Some(2),
                 rollback: false,
+                workspace: None,
             },
         )
         .await
@@ -330,6 +334,7 @@ async fn create_publish_serve_switch_rollback_remove() {
             ServeApp {
                 release: None,
                 rollback: true,
+                workspace: None,
             },
         )
         .await
@@ -343,6 +348,7 @@ async fn create_publish_serve_switch_rollback_remove() {
             ServeApp {
                 release: Some(9),
                 rollback: false,
+                workspace: None,
             },
         )
         .await

@@ -74,10 +74,12 @@ pub(crate) fn prepare(
         .unwrap_or(DEFAULT_PATH);
     let resolved = resolve(program, path_var, &cwd)?;
     let identity = match &spec.user {
-        Some(user) => Some(
-            crate::user::resolve(user, root)
-                .map_err(|m| error(SpawnErrorKind::Invalid, format!("cannot run `{program}`: {m}")))?,
-        ),
+        Some(user) => Some(crate::user::resolve(user, root).map_err(|m| {
+            error(
+                SpawnErrorKind::Invalid,
+                format!("cannot run `{program}`: {m}"),
+            )
+        })?),
         None => None,
     };
 

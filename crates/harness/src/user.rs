@@ -86,7 +86,10 @@ mod tests {
     fn names_numbers_and_groups() {
         let r = root();
         let id = resolve("app", r.path()).unwrap();
-        assert_eq!((id.uid, id.gid, id.home.as_deref()), (1000, 1001, Some("/home/app")));
+        assert_eq!(
+            (id.uid, id.gid, id.home.as_deref()),
+            (1000, 1001, Some("/home/app"))
+        );
         assert_eq!(resolve("1000", r.path()).unwrap().gid, 1001);
         let id = resolve("4242", r.path()).unwrap();
         assert_eq!((id.uid, id.gid, id.home), (4242, 4242, None));
@@ -98,8 +101,12 @@ mod tests {
     #[test]
     fn unknown_names_are_errors() {
         let r = root();
-        assert!(resolve("ghost", r.path()).unwrap_err().contains("/etc/passwd"));
-        assert!(resolve("app:ghosts", r.path()).unwrap_err().contains("/etc/group"));
+        assert!(resolve("ghost", r.path())
+            .unwrap_err()
+            .contains("/etc/passwd"));
+        assert!(resolve("app:ghosts", r.path())
+            .unwrap_err()
+            .contains("/etc/group"));
         assert!(resolve(":", r.path()).unwrap_err().contains("malformed"));
         assert!(resolve("app:", r.path()).unwrap_err().contains("malformed"));
     }

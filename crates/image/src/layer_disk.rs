@@ -73,7 +73,9 @@ pub fn build_layer_disk(
         .ctx("create temporary file in", dir)?;
     let size = ext4_from_dir(tree.path(), tmp.path(), LAYER_LABEL)?;
     tmp.as_file().sync_all().ctx("sync", tmp.path())?;
-    let mut perms = fs::metadata(tmp.path()).ctx("stat", tmp.path())?.permissions();
+    let mut perms = fs::metadata(tmp.path())
+        .ctx("stat", tmp.path())?
+        .permissions();
     std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o444);
     fs::set_permissions(tmp.path(), perms).ctx("set permissions of", tmp.path())?;
     tmp.persist(out)
@@ -93,9 +95,6 @@ mod tests {
 
     #[test]
     fn names_are_digest_hex() {
-        assert_eq!(
-            layer_disk_name("sha256:abcd"),
-            PathBuf::from("abcd.ext4")
-        );
+        assert_eq!(layer_disk_name("sha256:abcd"), PathBuf::from("abcd.ext4"));
     }
 }

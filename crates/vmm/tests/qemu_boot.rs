@@ -302,6 +302,7 @@ async fn qemu_boot_pause_snapshot_restore() {
                 serial: "aegis-scratch".into(),
             },
         ],
+        shares: vec![],
         run_dir: run.path().to_path_buf(),
     };
 

@@ -130,6 +130,10 @@ pub struct ServeArgs {
     /// The release number [default: the newest].
     #[arg(long, value_name = "N")]
     release: Option<u32>,
+    /// Mount a workspace at /workspace in the app's VMs: a workspace NAME (created isolated
+    /// if unknown) or a host directory PATH. Kept across release switches.
+    #[arg(long, value_name = "NAME|PATH", value_parser = crate::commands::workspace::workspace_arg)]
+    workspace: Option<String>,
 }
 
 /// Serve the release before the one served now (or --to N).
@@ -229,6 +233,7 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<i32> {
                     &ServeApp {
                         release: a.release,
                         rollback: false,
+                        workspace: a.workspace,
                     },
                 )
                 .await?;
@@ -241,6 +246,7 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<i32> {
                     &ServeApp {
                         release: a.to,
                         rollback: a.to.is_none(),
+                        workspace: None,
                     },
                 )
                 .await?;

@@ -142,7 +142,11 @@ pub struct Args {
 
     /// The command and its arguments. With an OCI image, they replace the image's Cmd (its
     /// Entrypoint stays), and the image's Cmd runs when they are left out.
-    #[arg(trailing_var_arg = true, value_name = "COMMAND")]
+    #[arg(
+        trailing_var_arg = true,
+        value_name = "COMMAND",
+        required_unless_present = "image"
+    )]
     pub command: Vec<String>,
 }
 
@@ -330,6 +334,22 @@ fn outcome(task: &Task) -> (Option<String>, i32) {
     }
 }
 
+/// Pulls an OCI image that is not pulled yet, as `docker run` does (built-in images are the
+/// daemon's business).
+async fn ensure_image(client: &Client, image: &str) -> anyhow::Result<()> {
+    if aegis_image::BaseImage::from_name(image).is_ok() {
+        return Ok(());
+    }
+    match client.get_image(image).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.is_not_found() => {
+            eprintln!("aegis: image {image} is not pulled yet; pulling it");
+            crate::commands::image::pull(client, image).await.map(drop)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -490,21 +510,5 @@ mod tests {
         assert_eq!(DEFAULT_PAUSE_AFTER_SECS, 60);
         assert_eq!(DEFAULT_TERMINATE_AFTER_SECS, 1200);
         assert_eq!(DEFAULT_WAKE_TIMEOUT_SECS, 60);
-    }
-}
-
-/// Pulls an OCI image that is not pulled yet, as `docker run` does (built-in images are the
-/// daemon's business).
-async fn ensure_image(client: &Client, image: &str) -> anyhow::Result<()> {
-    if aegis_image::BaseImage::from_name(image).is_ok() {
-        return Ok(());
-    }
-    match client.get_image(image).await {
-        Ok(_) => Ok(()),
-        Err(e) if e.is_not_found() => {
-            eprintln!("aegis: image {image} is not pulled yet; pulling it");
-            crate::commands::image::pull(client, image).await.map(drop)
-        }
-        Err(e) => Err(e.into()),
     }
 }

@@ -393,6 +393,18 @@ impl AppManager {
             })?;
         let instance = match existing {
             Some(rt) => {
+                if req.workspace.is_some() && req.workspace != rt.target.workspace {
+                    return Err(err(
+                        ErrorCode::Conflict,
+                        format!(
+                            "app '{name}' is served with workspace {}; a served app keeps its \
+                             workspace across releases. To change it, remove the instance \
+                             (`aegis instance rm {}`) and serve again",
+                            rt.target.workspace.as_deref().unwrap_or("(none)"),
+                            rt.name
+                        ),
+                    ));
+                }
                 if current != Some(number) {
                     daemon
                         .registry
@@ -413,6 +425,7 @@ impl AppManager {
                     expose: app.expose.clone(),
                     app: Some(name.to_string()),
                     release: Some(number),
+                    workspace: req.workspace.clone(),
                     ..Default::default()
                 };
                 daemon.instances.create(daemon, req).await?
