@@ -3,8 +3,9 @@
 set -euo pipefail
 
 PACKAGES=(
-  # VMM and guest artefacts
-  qemu-system-x86 qemu-utils linux-source-6.1 debootstrap busybox-static e2fsprogs erofs-utils
+  # VMM and guest artefacts (qemu-system-common, pulled in by qemu-system-x86, ships virtiofsd:
+  # workspaces)
+  qemu-system-x86 qemu-system-common qemu-utils linux-source-6.1 debootstrap busybox-static e2fsprogs erofs-utils
   # kernel build
   build-essential bc flex bison libelf-dev libssl-dev cpio xz-utils kmod
   # images and registries (image tests), networking tools

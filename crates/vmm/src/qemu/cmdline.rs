@@ -5,7 +5,8 @@
 //!   -M microvm,x-option-roms=off,isa-serial=on,rtc=on[,memory-backend=mem]
 //!   -accel tcg|kvm -cpu max|host -smp N -m MiB
 //!   -nodefaults -no-user-config -nographic -no-reboot
-//!   [with shares: -object memory-backend-memfd,id=mem,size=MiB,share=on]
+//!   [with shares: -object memory-backend-memfd,id=mem,size=MiB,share=on
+//!                 -global virtio-mmio.force-legacy=false]
 //!   -kernel K -initrd I -append "console=ttyS0 reboot=t panic=-1 quiet [tsc_early_khz=..] ..."
 //!   -chardev file,id=con0,path=<run>/console.log -serial chardev:con0
 //!   per disk: -drive file=P,if=none,id=dN,format=raw,readonly=on|off,cache=writeback
@@ -20,7 +21,9 @@
 //!
 //! `-name aegis-<id>` is how the daemon recognises its VMMs in `/proc/<pid>/cmdline` when it
 //! reconciles after a restart. A shared directory (virtio-fs) needs guest RAM that
-//! virtiofsd can map, hence the memfd backend with `share=on` whenever there is one. Paths inside comma-separated option values have their commas
+//! virtiofsd can map, hence the memfd backend with `share=on` whenever there is one, and modern
+//! (version 2) virtio-mmio transports: libvhost-user refuses legacy virtio devices, which is
+//! what microvm's transports default to. Paths inside comma-separated option values have their commas
 //! doubled (QEMU's escape); other paths are separate arguments and need no escaping.
 
 use std::path::{Path, PathBuf};
@@ -104,7 +107,10 @@ pub fn build(
     let share_sockets: Vec<PathBuf> = (0..spec.shares.len())
         .map(|i| SharePaths::new(&spec.run_dir, i).socket)
         .collect();
-    for sock in [&paths.channel, &paths.qmp].into_iter().chain(&share_sockets) {
+    for sock in [&paths.channel, &paths.qmp]
+        .into_iter()
+        .chain(&share_sockets)
+    {
         if sock.as_os_str().len() > MAX_SOCKET_PATH {
             return Err(VmmError::InvalidSpec(format!(
                 "socket path {} is longer than {MAX_SOCKET_PATH} bytes; use a shorter run \
@@ -140,6 +146,7 @@ pub fn build(
                 spec.memory_mib
             ),
         ]);
+        push(&["-global", "virtio-mmio.force-legacy=false"]);
     } else {
         push(&["-M", "microvm,x-option-roms=off,isa-serial=on,rtc=on"]);
     }
@@ -399,6 +406,7 @@ mod tests {
             ["memory-backend-memfd,id=mem,size=512M,share=on"]
         );
         assert_eq!(after(&argv, "-m"), ["512M"]);
+        assert_eq!(after(&argv, "-global"), ["virtio-mmio.force-legacy=false"]);
         assert_eq!(
             after(&argv, "-device"),
             [
@@ -429,6 +437,7 @@ mod tests {
         )
         .unwrap();
         assert!(after(&argv, "-object").is_empty());
+        assert!(after(&argv, "-global").is_empty());
     }
 
     #[test]
