@@ -111,15 +111,7 @@ pub async fn delete(
         )
         .into());
     }
-    let keep = images::external_roots(&d)?;
-    {
-        let _gc = d.images.hold_gc().await;
-        d.images
-            .store()
-            .remove_keeping(&canonical, &keep)
-            .map_err(images::store_error)?;
-    }
-    let freed = d.images.collect_garbage(keep).await?;
+    let freed = d.images.remove_image(&d, &canonical).await?;
     tracing::info!(image = %canonical, freed, "image removed");
     Ok(StatusCode::NO_CONTENT)
 }

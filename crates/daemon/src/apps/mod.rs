@@ -454,11 +454,7 @@ impl AppManager {
         tracing::info!(app = %name, "app removed");
         // The blobs and disks only its releases used are garbage now. Failing to collect
         // them is no reason to fail the removal: the next collection gets them.
-        let collected = match crate::images::external_roots(daemon) {
-            Ok(keep) => daemon.images.collect_garbage(keep).await,
-            Err(e) => Err(e),
-        };
-        match collected {
+        match daemon.images.collect_garbage(daemon).await {
             Ok(freed) => tracing::info!(app = %name, freed, "garbage collected"),
             Err(e) => tracing::warn!(app = %name, error = %e, "garbage collection failed"),
         }

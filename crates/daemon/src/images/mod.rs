@@ -170,10 +170,32 @@ impl Images {
         Ok(paths)
     }
 
-    /// Collects garbage: blobs that no image record references and that are not in `keep`
-    /// (layers of releases), and the disks of layers no longer stored. Returns bytes freed.
-    pub async fn collect_garbage(self: &Arc<Self>, keep: HashSet<String>) -> Result<u64, ApiError> {
+    /// Removes the image record of `reference`, then collects garbage. One exclusive step:
+    /// no publish can pin the image's layers between the check of what releases keep and
+    /// the deletion.
+    pub async fn remove_image(
+        self: &Arc<Self>,
+        daemon: &Daemon,
+        reference: &str,
+    ) -> Result<u64, ApiError> {
         let _gc = self.gc.write().await;
+        let keep = external_roots(daemon)?;
+        self.store
+            .remove_keeping(reference, &keep)
+            .map_err(store_error)?;
+        self.collect_locked(keep).await
+    }
+
+    /// Collects garbage: blobs that no image record and no release references, and the disks
+    /// no stored image needs. Returns the bytes freed.
+    pub async fn collect_garbage(self: &Arc<Self>, daemon: &Daemon) -> Result<u64, ApiError> {
+        let _gc = self.gc.write().await;
+        // Read under the lock: a publish (which holds it shared) cannot add a release now.
+        let keep = external_roots(daemon)?;
+        self.collect_locked(keep).await
+    }
+
+    async fn collect_locked(self: &Arc<Self>, keep: HashSet<String>) -> Result<u64, ApiError> {
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
             let mut freed = this.store.collect_garbage(&keep).map_err(store_error)?;

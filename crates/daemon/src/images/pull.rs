@@ -127,17 +127,7 @@ pub fn start(daemon: Arc<Daemon>, req: PullImage) -> mpsc::Receiver<Bytes> {
 
 /// Removes a just-pulled image whose disks could not be made, with the blobs nothing else uses.
 async fn forget(daemon: &Arc<Daemon>, reference: &str) {
-    let keep = match super::external_roots(daemon) {
-        Ok(keep) => keep,
-        Err(e) => {
-            tracing::warn!(image = reference, error = %e, "cannot read releases; keeping the image's blobs");
-            return;
-        }
-    };
-    if let Err(e) = daemon.images.store().remove_keeping(reference, &keep) {
+    if let Err(e) = daemon.images.remove_image(daemon, reference).await {
         tracing::warn!(image = reference, error = %e, "cannot remove the unusable image");
-    }
-    if let Err(e) = daemon.images.collect_garbage(keep).await {
-        tracing::warn!(image = reference, error = %e, "garbage collection failed");
     }
 }
