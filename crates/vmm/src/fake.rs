@@ -94,7 +94,10 @@ impl FakeBackend {
 
     /// The shares VM `id` was booted with (empty for an unknown VM).
     pub fn shares(&self, id: &str) -> Vec<Share> {
-        lock(&self.shared.shares).get(id).cloned().unwrap_or_default()
+        lock(&self.shared.shares)
+            .get(id)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// How many times `boot` was called.

@@ -259,9 +259,12 @@ mod tests {
         let now = humantime::parse_rfc3339("2026-01-01T00:01:00Z").unwrap();
         let t = table(std::slice::from_ref(&ws), now);
         assert!(t.starts_with("NAME"), "{t}");
-        assert!(t.contains("data   shared   1.5 KiB   1m ago    task-1,inst-2"), "{t}");
+        assert!(
+            t.contains("data   shared   1.5 KiB   1m ago    task-1,inst-2"),
+            "{t}"
+        );
         let d = details(&ws);
-        assert!(d.contains("path:     /h/workspaces/data"), "{d}");
-        assert!(d.contains("used by:  task-1,inst-2"), "{d}");
+        assert!(d.contains("path:      /h/workspaces/data"), "{d}");
+        assert!(d.contains("used by:   task-1,inst-2"), "{d}");
     }
 }

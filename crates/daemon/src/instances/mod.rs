@@ -304,6 +304,12 @@ impl InstanceManager {
             }
         };
         for record in records {
+            // The instance exists (even if it cannot be served now): it holds its workspace.
+            if let Some(ws) = record.target.workspace.as_deref() {
+                if !ws.starts_with('/') {
+                    daemon.workspaces.restore_hold(ws, &record.id);
+                }
+            }
             let mut listeners = vec![];
             for e in &record.endpoints {
                 match TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, e.host_port))).await
@@ -319,11 +325,6 @@ impl InstanceManager {
                 continue;
             }
             let id = record.id.clone();
-            if let Some(ws) = record.target.workspace.as_deref() {
-                if !ws.starts_with('/') {
-                    daemon.workspaces.restore_hold(ws, &id);
-                }
-            }
             if let Err(e) = self.start(daemon, record, listeners) {
                 tracing::error!(instance = %id, error = %e, "cannot restart instance");
             }

@@ -416,7 +416,18 @@ mod tests {
         for good in ["a", "0", "data", "my-ws_1.v2", &"a".repeat(63)] {
             assert!(validate_name(good).is_ok(), "{good}");
         }
-        for bad in ["", "-a", ".a", "_a", "A", "a/b", "a b", "..", &"a".repeat(64), "é"] {
+        for bad in [
+            "",
+            "-a",
+            ".a",
+            "_a",
+            "A",
+            "a/b",
+            "a b",
+            "..",
+            &"a".repeat(64),
+            "é",
+        ] {
             let e = validate_name(bad).unwrap_err();
             assert!(e.error.message.contains("invalid workspace name"), "{bad}");
         }

@@ -586,7 +586,23 @@ impl Vm for QemuVm {
     }
 
     async fn wait(&self) -> VmExit {
-        let exit = self.process.wait().await;
+        let exit = tokio::select! {
+            exit = self.process.wait() => exit,
+            fsd = self.fsd.any_exit() => {
+                // virtiofsd also exits when QEMU does: give QEMU a moment to exit by itself.
+                match tokio::time::timeout(Duration::from_secs(1), self.process.wait()).await {
+                    Ok(exit) => exit,
+                    Err(_) => {
+                        // Guest file accesses to the share would hang forever: stop the VM.
+                        tracing::warn!(
+                            vm = %self.spec.id, virtiofsd = ?fsd,
+                            "virtiofsd exited while the VM runs; killing the VM"
+                        );
+                        self.process.kill_and_wait().await
+                    }
+                }
+            }
+        };
         // virtiofsd exits when QEMU disconnects; make sure, and reap it.
         self.fsd.stop().await;
         exit

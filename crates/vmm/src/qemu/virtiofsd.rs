@@ -31,14 +31,13 @@ pub const CANDIDATES: &[&str] = &["/usr/lib/qemu/virtiofsd", "/usr/libexec/virti
 /// How long virtiofsd may take to create its socket (milliseconds normally).
 const SOCKET_TIMEOUT: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(5);
+/// How often a running VM checks that its virtiofsd processes are alive.
+const EXIT_POLL: Duration = Duration::from_millis(250);
 const LOG_TAIL_BYTES: u64 = 2048;
 
 /// The first virtiofsd binary found on this host.
 pub fn find() -> Option<PathBuf> {
-    CANDIDATES
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.is_file())
+    CANDIDATES.iter().map(PathBuf::from).find(|p| p.is_file())
 }
 
 /// Files of share `index` in a run directory.
@@ -192,6 +191,20 @@ impl Virtiofsd {
         }
         for s in &self.sockets {
             let _ = remove_file_if_exists(s);
+        }
+    }
+
+    /// Resolves with the exit of the first virtiofsd to exit; never if there is none. Polls
+    /// (cheaply) so that it can run beside the VMM's own wait for the VM's whole life.
+    pub async fn any_exit(&self) -> crate::backend::VmExit {
+        if self.processes.is_empty() {
+            return std::future::pending().await;
+        }
+        loop {
+            if let Some(exit) = self.processes.iter().find_map(VmmProcess::exited) {
+                return exit;
+            }
+            tokio::time::sleep(EXIT_POLL).await;
         }
     }
 
@@ -350,16 +363,22 @@ mod tests {
         v.stop().await;
         assert!(leftover_pids(dir.path()).is_empty());
         assert!(!dir.path().join("fs0.sock").exists());
-        assert!(!Path::new(&format!("/proc/{}", pids[0])).exists()
-            || std::fs::read_to_string(format!("/proc/{}/stat", pids[0]))
-                .is_ok_and(|s| s.contains(") Z ")));
+        assert!(
+            !Path::new(&format!("/proc/{}", pids[0])).exists()
+                || std::fs::read_to_string(format!("/proc/{}/stat", pids[0]))
+                    .is_ok_and(|s| s.contains(") Z "))
+        );
     }
 
     #[tokio::test]
     async fn a_dying_virtiofsd_is_reported_with_its_log() {
         let dir = tempfile::tempdir().unwrap();
         let fake = dir.path().join("fake-virtiofsd");
-        std::fs::write(&fake, "#!/bin/sh\necho 'fuse: bad mount point' >&2\nexit 1\n").unwrap();
+        std::fs::write(
+            &fake,
+            "#!/bin/sh\necho 'fuse: bad mount point' >&2\nexit 1\n",
+        )
+        .unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
         let spec = VmSpec {

@@ -1,0 +1,216 @@
+//! Workspace binding rules against the fake backend (no VM): creation on first use, isolated
+//! versus shared holders, deletion refused while held, holds of instances surviving a daemon
+//! restart, and the share each VM is booted with. Real VMs: `tests/tests/workspace.rs`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aegis_api::{
+    CreateInstance, CreateTask, CreateWorkspace, ErrorCode, PortProtocol, PortSpec, TaskState,
+    WorkspaceMode,
+};
+use aegis_vmm::FakeBackend;
+use aegisd::config::Config;
+use aegisd::guest::{BootAssets, GuestAssets};
+use aegisd::Daemon;
+
+async fn daemon(home: &std::path::Path, fake: &Arc<FakeBackend>) -> Arc<Daemon> {
+    let mut config = Config::new(home.to_path_buf(), "fake").unwrap();
+    config.router_addr = "127.0.0.1:0".parse().unwrap();
+    let assets = BootAssets {
+        kernel: "/dev/null".into(),
+        initramfs: "/dev/null".into(),
+        layers: vec!["/dev/null".into()],
+    };
+    let guest = GuestAssets::fixed(&config, assets);
+    Daemon::start_with(config, fake.clone(), guest)
+        .await
+        .unwrap()
+}
+
+fn task(cmd: &[&str], workspace: &str) -> CreateTask {
+    CreateTask {
+        command: cmd.iter().map(|s| s.to_string()).collect(),
+        workspace: Some(workspace.into()),
+        ..Default::default()
+    }
+}
+
+async fn wait_end(d: &Arc<Daemon>, id: &str) -> aegis_api::Task {
+    for _ in 0..600 {
+        let t = d.tasks.get(d, id).unwrap();
+        if t.state.is_terminal() {
+            return t;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("task {id} did not end");
+}
+
+#[tokio::test]
+async fn isolated_holders_deletion_and_auto_create() {
+    let home = tempfile::tempdir().unwrap();
+    let fake = Arc::new(FakeBackend::new());
+    let d = daemon(home.path(), &fake).await;
+
+    // Unknown name: created isolated on first use.
+    let t1 = d
+        .tasks
+        .create(&d, task(&["sleep", "30"], "data"))
+        .await
+        .unwrap();
+    assert_eq!(t1.workspace.as_deref(), Some("data"));
+    let ws = d.workspaces.get(&d, "data").unwrap();
+    assert_eq!(ws.mode, WorkspaceMode::Isolated);
+    assert_eq!(ws.used_by, std::slice::from_ref(&t1.id));
+    assert!(home.path().join("workspaces/data").is_dir());
+
+    // A second holder of an isolated workspace: 409 naming the holder, suggesting shared.
+    let e = d
+        .tasks
+        .create(&d, task(&["true"], "data"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.error.code, ErrorCode::Conflict);
+    assert!(
+        e.error.message.contains(&t1.id) && e.error.message.contains("shared"),
+        "{e}"
+    );
+    // Deleting it while held: 409 naming the holder.
+    let e = d.workspaces.delete(&d, "data").unwrap_err();
+    assert_eq!(e.error.code, ErrorCode::Conflict);
+    assert!(e.error.message.contains(&t1.id), "{e}");
+
+    // The VM got the share, with the data directory.
+    for _ in 0..100 {
+        if !fake.running().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let vm = fake.running().pop().expect("a VM");
+    let shares = fake.shares(&vm);
+    assert_eq!(shares.len(), 1);
+    assert_eq!(shares[0].tag, aegisd::workspaces::WORKSPACE_TAG);
+    assert_eq!(shares[0].host_path, home.path().join("workspaces/data"));
+
+    // Once the task ended, the workspace is free: another task, then deletion.
+    d.tasks.cancel(&d, &t1.id).unwrap();
+    assert_eq!(wait_end(&d, &t1.id).await.state, TaskState::Cancelled);
+    assert!(d.workspaces.get(&d, "data").unwrap().used_by.is_empty());
+    let t2 = d.tasks.create(&d, task(&["true"], "data")).await.unwrap();
+    wait_end(&d, &t2.id).await;
+    d.workspaces.delete(&d, "data").unwrap();
+    assert!(!home.path().join("workspaces/data").exists());
+    let e = d.workspaces.get(&d, "data").unwrap_err();
+    assert_eq!(e.error.code, ErrorCode::NotFound);
+
+    // Bad names are 400s.
+    let e = d
+        .tasks
+        .create(&d, task(&["true"], "Bad/Name"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.error.code, ErrorCode::InvalidRequest);
+    let e = d
+        .workspaces
+        .create(
+            &d,
+            &CreateWorkspace {
+                name: "-x".into(),
+                mode: WorkspaceMode::Shared,
+            },
+        )
+        .unwrap_err();
+    assert_eq!(e.error.code, ErrorCode::InvalidRequest);
+    // A host path inside the Aegis home is refused.
+    let inside = home.path().join("tasks");
+    let e = d
+        .tasks
+        .create(&d, task(&["true"], inside.to_str().unwrap()))
+        .await
+        .unwrap_err();
+    assert!(e.error.message.contains("overlaps the Aegis home"), "{e}");
+}
+
+#[tokio::test]
+async fn shared_workspaces_take_many_holders() {
+    let home = tempfile::tempdir().unwrap();
+    let fake = Arc::new(FakeBackend::new());
+    let d = daemon(home.path(), &fake).await;
+    let req = CreateWorkspace {
+        name: "team".into(),
+        mode: WorkspaceMode::Shared,
+    };
+    d.workspaces.create(&d, &req).unwrap();
+    let e = d.workspaces.create(&d, &req).unwrap_err();
+    assert_eq!(e.error.code, ErrorCode::Conflict);
+    let a = d
+        .tasks
+        .create(&d, task(&["sleep", "30"], "team"))
+        .await
+        .unwrap();
+    let b = d
+        .tasks
+        .create(&d, task(&["sleep", "30"], "team"))
+        .await
+        .unwrap();
+    let mut used = d.workspaces.get(&d, "team").unwrap().used_by;
+    used.sort();
+    let mut want = vec![a.id.clone(), b.id.clone()];
+    want.sort();
+    assert_eq!(used, want);
+    for t in [&a, &b] {
+        d.tasks.cancel(&d, &t.id).unwrap();
+        wait_end(&d, &t.id).await;
+    }
+    assert!(d.workspaces.get(&d, "team").unwrap().used_by.is_empty());
+}
+
+#[tokio::test]
+async fn an_instance_holds_its_workspace_for_life_and_across_restarts() {
+    let home = tempfile::tempdir().unwrap();
+    let fake = Arc::new(FakeBackend::new());
+    let inst = CreateInstance {
+        command: vec!["sleep".into(), "30".into()],
+        expose: vec![PortSpec {
+            guest_port: 8000,
+            host_port: None,
+            protocol: PortProtocol::Http,
+        }],
+        workspace: Some("site".into()),
+        ..Default::default()
+    };
+    let id = {
+        let d = daemon(home.path(), &fake).await;
+        let i = d.instances.create(&d, inst.clone()).await.unwrap();
+        assert_eq!(
+            d.workspaces.get(&d, "site").unwrap().used_by,
+            std::slice::from_ref(&i.id)
+        );
+        // Terminated (no VM) yet still holding it: it can wake at any time.
+        let e = d
+            .tasks
+            .create(&d, task(&["true"], "site"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.error.code, ErrorCode::Conflict);
+        d.instances.shutdown(Duration::from_secs(5)).await;
+        d.shutdown.cancel();
+        i.id
+    };
+    // Let the old listeners close so the reload can bind the same host port.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A new daemon on the same home rebuilds the hold from the recorded instance.
+    let d = daemon(home.path(), &fake).await;
+    d.instances.reload(&d).await;
+    assert_eq!(
+        d.workspaces.get(&d, "site").unwrap().used_by,
+        std::slice::from_ref(&id)
+    );
+    let e = d.workspaces.delete(&d, "site").unwrap_err();
+    assert_eq!(e.error.code, ErrorCode::Conflict);
+    d.instances.delete(&d, &id).await.unwrap();
+    assert!(d.workspaces.get(&d, "site").unwrap().used_by.is_empty());
+    d.workspaces.delete(&d, "site").unwrap();
+}
