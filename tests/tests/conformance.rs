@@ -134,3 +134,59 @@ fn conformance_serve_wakes_from_pause_and_from_terminated() {
         assert_eq!(code(&d.aegis(&["instance", "rm", "conf"])), 0);
     });
 }
+
+#[test]
+fn conformance_oci_layers_and_workspaces() {
+    let registry = aegis_tests::registry::LocalRegistry::start();
+    let reference = registry.push(
+        &aegis_tests::registry::test_image(),
+        "conformance/app",
+        "v1",
+    );
+    each_backend(|d| {
+        let o = d.aegis(&["image", "pull", &reference]);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        // Three disk layers stacked, the top one's whiteout honoured, the image's Env set.
+        let o = d.aegis(&[
+            "run",
+            "--image",
+            &reference,
+            "--",
+            "sh",
+            "-c",
+            "test -e /etc/removed.txt || echo whiteout; cat /etc/added.txt; echo $GREETING",
+        ]);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        assert_eq!(stdout(&o), "whiteout\nadded by layer 3\nhello-from-image\n");
+
+        let o = d.aegis(&["status", "--json"]);
+        let s: aegis_api::Status = serde_json::from_slice(&o.stdout).unwrap();
+        if !s.capabilities.virtio_fs {
+            eprintln!(
+                "SKIP workspace conformance on {}: the backend cannot share host directories",
+                d.backend
+            );
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("in.txt"), "from the host\n").unwrap();
+        let ws = dir.path().display().to_string();
+        let o = d.aegis(&[
+            "run",
+            "--image",
+            "busybox",
+            "--workspace",
+            &ws,
+            "--",
+            "sh",
+            "-c",
+            "cat /workspace/in.txt; echo from the guest > /workspace/out.txt",
+        ]);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        assert_eq!(stdout(&o), "from the host\n");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("out.txt")).unwrap(),
+            "from the guest\n"
+        );
+    });
+}

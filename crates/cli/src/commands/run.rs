@@ -344,7 +344,17 @@ async fn ensure_image(client: &Client, image: &str) -> anyhow::Result<()> {
         Ok(_) => Ok(()),
         Err(e) if e.is_not_found() => {
             eprintln!("aegis: image {image} is not pulled yet; pulling it");
-            crate::commands::image::pull(client, image).await.map(drop)
+            crate::commands::image::pull(client, image)
+                .await
+                .map(drop)
+                .map_err(|e| {
+                    let builtin: Vec<&str> =
+                        aegis_image::BaseImage::ALL.iter().map(|b| b.name()).collect();
+                    anyhow::anyhow!(
+                        "{e}. If you meant a built-in image, they are: {} (see `aegis image ls`)",
+                        builtin.join(", ")
+                    )
+                })
         }
         Err(e) => Err(e.into()),
     }
