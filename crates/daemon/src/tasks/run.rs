@@ -100,7 +100,11 @@ pub(super) async fn run(
     };
     // The VM is gone before the task is reported ended: a client that saw the end never
     // finds a VMM process, socket or scratch disk of it.
-    let polite = matches!(ending, Ending::Exited(_) | Ending::SpawnFailed(_));
+    // Polite (stop processes, sync, power off) only where the VM holds durable state: its
+    // scratch disk is thrown away, so without a workspace there is nothing to flush and the
+    // ~100 ms of a clean power-off under TCG buy nothing.
+    let polite =
+        matches!(ending, Ending::Exited(_) | Ending::SpawnFailed(_)) && task.workspace.is_some();
     cleanup(&daemon, &vm_id, &run_dir, gvm.map(|g| (g, polite))).await;
     finish(&daemon, &mut task, &live, ending).await;
 }
