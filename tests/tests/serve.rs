@@ -118,7 +118,7 @@ fn http_wakes_from_cold_paused_and_terminated() {
         0,
         "a terminated instance has no VMM process"
     );
-    assert_eq!(http_get(p, "/").unwrap().0, 200);
+    assert_eq!(http_get(p, "/after-the-wake").unwrap().0, 404);
     let i = inspect(&d, "web");
     assert_eq!(
         i.stats.cold_boots + i.stats.snapshot_restores,
@@ -126,6 +126,22 @@ fn http_wakes_from_cold_paused_and_terminated() {
         "{:?}",
         i.stats
     );
+    // The app's output after the wake reaches the instance log, also when the VM was
+    // restored from a memory snapshot (its app re-attached to the new session).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        // http.server logs requests on stderr.
+        let logs = stderr(&d.aegis(&["instance", "logs", "web"]));
+        if logs.contains("/after-the-wake") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no log line of the request after the wake ({:?}): {logs}",
+            i.stats
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     // The shared router port routes by Host name.
     let status: aegis_api::Status =
         serde_json::from_slice(&d.aegis(&["status", "--json"]).stdout).unwrap();

@@ -241,6 +241,13 @@ impl Agent {
                     path,
                 ));
             }
+            HostMessage::Attach { id, stdout, stderr } => {
+                let reply = match inner.procs.attach(session, id, stdout, stderr) {
+                    Ok(()) => GuestMessage::Attached { id },
+                    Err(error) => GuestMessage::AttachFailed { id, error },
+                };
+                session.send(reply).await?;
+            }
             HostMessage::Shutdown => unreachable!("handled by run_session"),
         }
         Ok(())

@@ -8,8 +8,11 @@
 //! sent, so the host has seen all output when it learns the exit status.
 //!
 //! If the session ends while a process runs, the process keeps running; its output is read
-//! and dropped (so it never blocks on a full pipe) and its exit is reported on whichever
-//! session is current when it exits (a host that reconnects learns how its process ended).
+//! (so it never blocks on a full pipe) and kept, up to [`DETACHED_BACKLOG`] per stream (the
+//! oldest bytes go first), until a host re-attaches it to streams of a new session
+//! (`Attach`: a daemon that restarted, a VM restored from a snapshot); then the backlog is
+//! sent first. Its exit is reported on whichever session is current when it exits (a host
+//! that reconnects learns how its process ended).
 
 use std::collections::HashMap;
 use std::io;
@@ -23,7 +26,7 @@ use aegis_proto::{ExitStatus, GuestMessage, ProcId, Session, SpawnError, StreamI
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 
 use crate::command::{self, Prepared};
 use crate::reaper::Reaper;
@@ -34,12 +37,21 @@ pub(crate) const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(500);
 const CHUNK: usize = 64 * 1024;
 /// Capacity asked for process pipes.
 const PIPE_SIZE: libc::c_int = 256 * 1024;
+/// Output kept per stream while no host is attached.
+pub(crate) const DETACHED_BACKLOG: usize = 1 << 20;
+
+/// A running process.
+struct Entry {
+    /// Also the process group id: every process leads its own group.
+    pid: libc::pid_t,
+    /// Where its output pumps take new streams from: stdout, then stderr unless merged.
+    routes: Vec<mpsc::UnboundedSender<SendHalf>>,
+}
 
 /// The processes an agent runs, by host-chosen id.
 #[derive(Default)]
 pub(crate) struct Processes {
-    /// Id -> pid (which is also the process group id: every process leads its own group).
-    table: Mutex<HashMap<ProcId, libc::pid_t>>,
+    table: Mutex<HashMap<ProcId, Entry>>,
     changed: Notify,
     /// The session being served now, for exits of processes whose own session is gone.
     current: Mutex<Option<Session>>,
@@ -51,7 +63,28 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Processes {
     pub(crate) fn pid(&self, id: ProcId) -> Option<libc::pid_t> {
-        lock(&self.table).get(&id).copied()
+        lock(&self.table).get(&id).map(|e| e.pid)
+    }
+
+    /// Sends the further output of process `id` on streams `stdout` and `stderr` of
+    /// `session` (one stream when the process's stdout and stderr are one pipe).
+    pub(crate) fn attach(
+        &self,
+        session: &Session,
+        id: ProcId,
+        stdout: StreamId,
+        stderr: StreamId,
+    ) -> Result<(), String> {
+        let table = lock(&self.table);
+        let entry = table
+            .get(&id)
+            .ok_or_else(|| format!("no running process has id {id}"))?;
+        for (route, sid) in entry.routes.iter().zip([stdout, stderr]) {
+            // A pump that already ended (the process closed that output) has nothing to
+            // send: its stream simply stays empty.
+            let _ = route.send(session.stream(sid).send);
+        }
+        Ok(())
     }
 
     /// Records the session being served (or none between sessions).
@@ -69,7 +102,7 @@ impl Processes {
     }
 
     pub(crate) fn pids(&self) -> Vec<libc::pid_t> {
-        lock(&self.table).values().copied().collect()
+        lock(&self.table).values().map(|e| e.pid).collect()
     }
 
     fn remove(&self, id: ProcId) {
@@ -175,7 +208,16 @@ pub(crate) async fn start(
             Ok((pid, pid))
         })
         .map_err(io_err)?;
-    lock(&procs.table).insert(id, pid);
+    let (out_route, out_routes) = mpsc::unbounded_channel();
+    let mut routes = vec![out_route];
+    let err_routes = if merged {
+        None
+    } else {
+        let (tx, rx) = mpsc::unbounded_channel();
+        routes.push(tx);
+        Some(rx)
+    };
+    lock(&procs.table).insert(id, Entry { pid, routes });
 
     let open = |fd: OwnedFd| pipe::Receiver::from_owned_fd(fd);
     let out_rx = open(out_r);
@@ -232,11 +274,15 @@ pub(crate) async fn start(
     let mut pumps = Vec::new();
     pumps.push(tokio::spawn(pump_output(
         out_rx,
-        stdout_tx,
+        Output::new(stdout_tx, out_routes),
         stop_rx.clone(),
     )));
-    if let Some(err_rx) = err_rx {
-        pumps.push(tokio::spawn(pump_output(err_rx, stderr_tx, stop_rx)));
+    if let (Some(err_rx), Some(err_routes)) = (err_rx, err_routes) {
+        pumps.push(tokio::spawn(pump_output(
+            err_rx,
+            Output::new(stderr_tx, err_routes),
+            stop_rx,
+        )));
     }
     let stdin_pump = match (stdin_rx, in_tx) {
         (Some(rx), Some(tx)) => Some(tokio::spawn(pump_input(rx, tx))),
@@ -298,63 +344,108 @@ fn pipe_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok((r, w))
 }
 
-/// Copies the pipe to the stream until EOF, or until `stop` is raised while the pipe is idle
-/// (then whatever is already buffered in the pipe is still sent). If the stream is gone the
-/// pipe is still drained so the process never blocks on it.
-async fn pump_output(
-    mut pipe: pipe::Receiver,
-    mut tx: Option<SendHalf>,
-    mut stop: watch::Receiver<bool>,
-) {
+/// Where one output pipe goes: a stream of the current session, or, while no host is
+/// attached, a bounded backlog.
+struct Output {
+    tx: Option<SendHalf>,
+    /// New streams from `Attach`.
+    routes: mpsc::UnboundedReceiver<SendHalf>,
+    backlog: BytesMut,
+}
+
+impl Output {
+    fn new(tx: Option<SendHalf>, routes: mpsc::UnboundedReceiver<SendHalf>) -> Output {
+        Output {
+            tx,
+            routes,
+            backlog: BytesMut::new(),
+        }
+    }
+
+    /// Sends `buf` (after any backlog) on the attached stream, or keeps it.
+    async fn forward(&mut self, buf: &mut BytesMut) {
+        self.backlog.extend_from_slice(&buf.split());
+        if let Some(s) = self.tx.as_mut() {
+            let data = self.backlog.split().freeze();
+            if let Err(e) = s.send(data.clone()).await {
+                // The host reset the stream or the session ended: keep the output for the
+                // next host that attaches.
+                tracing::debug!(error = %e, "output stream gone; keeping output until a host attaches");
+                self.tx = None;
+                self.backlog.extend_from_slice(&data);
+            }
+        }
+        if self.backlog.len() > DETACHED_BACKLOG {
+            let excess = self.backlog.len() - DETACHED_BACKLOG;
+            let _ = self.backlog.split_to(excess);
+        }
+    }
+
+    /// Takes the stream of a new `Attach` and sends the backlog on it.
+    async fn attach(&mut self, tx: SendHalf) {
+        if let Some(mut old) = self.tx.replace(tx) {
+            let _ = old.finish().await;
+        }
+        let mut none = BytesMut::new();
+        self.forward(&mut none).await;
+    }
+}
+
+/// Copies the pipe to the output until EOF, or until `stop` is raised while the pipe is idle
+/// (then whatever is already buffered in the pipe is still sent). Without an attached host
+/// the pipe is still drained so the process never blocks on it.
+async fn pump_output(mut pipe: pipe::Receiver, mut out: Output, mut stop: watch::Receiver<bool>) {
+    enum Event {
+        Attach(SendHalf),
+        Read(io::Result<usize>),
+        Stop,
+    }
     let mut buf = BytesMut::with_capacity(CHUNK);
     loop {
         buf.reserve(CHUNK);
-        let read = tokio::select! {
+        let event = tokio::select! {
             biased;
-            r = pipe.read_buf(&mut buf) => Some(r),
-            _ = stop.wait_for(|s| *s) => None,
+            Some(tx) = out.routes.recv() => Event::Attach(tx),
+            r = pipe.read_buf(&mut buf) => Event::Read(r),
+            _ = stop.wait_for(|s| *s) => Event::Stop,
         };
-        let Some(read) = read else {
-            drain_ready(&pipe, &mut buf, &mut tx).await;
-            break;
+        let read = match event {
+            Event::Attach(tx) => {
+                out.attach(tx).await;
+                continue;
+            }
+            Event::Stop => {
+                drain_ready(&pipe, &mut buf, &mut out).await;
+                break;
+            }
+            Event::Read(r) => r,
         };
         match read {
             Ok(0) => break,
-            Ok(_) => forward(&mut tx, &mut buf).await,
+            Ok(_) => out.forward(&mut buf).await,
             Err(e) => {
                 tracing::debug!(error = %e, "reading process output failed");
                 break;
             }
         }
     }
-    if let Some(mut tx) = tx {
+    if let Some(mut tx) = out.tx {
         let _ = tx.finish().await;
     }
 }
 
 /// Sends what `pipe` holds right now, without waiting for more.
-async fn drain_ready(pipe: &pipe::Receiver, buf: &mut BytesMut, tx: &mut Option<SendHalf>) {
+async fn drain_ready(pipe: &pipe::Receiver, buf: &mut BytesMut, out: &mut Output) {
     let mut chunk = vec![0u8; CHUNK];
     loop {
         match pipe.try_read(&mut chunk) {
             Ok(0) => return,
             Ok(n) => {
                 buf.extend_from_slice(&chunk[..n]);
-                forward(tx, buf).await;
+                out.forward(buf).await;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => return,
-        }
-    }
-}
-
-async fn forward(tx: &mut Option<SendHalf>, buf: &mut BytesMut) {
-    let data = buf.split().freeze();
-    if let Some(s) = tx.as_mut() {
-        if let Err(e) = s.send(data).await {
-            // The host reset the stream or the session ended: keep draining, drop the rest.
-            tracing::debug!(error = %e, "output stream gone; discarding further output");
-            *tx = None;
         }
     }
 }

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::frame::StreamId;
 
 /// Bumped on any incompatible change; both sides refuse a peer with another version.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Identifies a process the host asked the guest to run. Chosen by the host.
 pub type ProcId = u64;
@@ -58,6 +58,15 @@ pub enum HostMessage {
     Connect { stream: StreamId, port: u16 },
     /// Send the file or directory at `path` as a tar archive on `stream`, then `PathSent`.
     ReadPath { stream: StreamId, path: String },
+    /// Send the further output of the running process `id` on these streams of this
+    /// session (a host that reconnected, or a VM restored from a snapshot, whose earlier
+    /// session is gone). Output written while no host was attached is kept, up to a bound,
+    /// and sent first. Answered by `Attached` or `AttachFailed`.
+    Attach {
+        id: ProcId,
+        stdout: StreamId,
+        stderr: StreamId,
+    },
     /// Stop every process, sync and unmount the disks, power off. Answered by `ShuttingDown`.
     Shutdown,
 }
@@ -84,6 +93,15 @@ pub enum GuestMessage {
     SpawnFailed {
         id: ProcId,
         error: SpawnError,
+    },
+    /// The process's output now goes to the streams named by `Attach`.
+    Attached {
+        id: ProcId,
+    },
+    /// No running process has this id (it exited, or never ran).
+    AttachFailed {
+        id: ProcId,
+        error: String,
     },
     /// The process exited and its stdout/stderr streams have been closed.
     Exited {

@@ -348,8 +348,10 @@ async fn ensure_image(client: &Client, image: &str) -> anyhow::Result<()> {
                 .await
                 .map(drop)
                 .map_err(|e| {
-                    let builtin: Vec<&str> =
-                        aegis_image::BaseImage::ALL.iter().map(|b| b.name()).collect();
+                    let builtin: Vec<&str> = aegis_image::BaseImage::ALL
+                        .iter()
+                        .map(|b| b.name())
+                        .collect();
                     anyhow::anyhow!(
                         "{e}. If you meant a built-in image, they are: {} (see `aegis image ls`)",
                         builtin.join(", ")

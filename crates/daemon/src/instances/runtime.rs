@@ -433,6 +433,38 @@ impl InstanceRuntime {
         }
     }
 
+    /// After a snapshot restore: the app was started by the saved VM's session, which is
+    /// gone; its further output (and what it wrote since the restore) goes to this session's
+    /// streams, into the same instance log.
+    async fn reattach_server(&self, gvm: &mut GuestVm) -> Result<(), String> {
+        let stdout = gvm.session.open_stream();
+        let stderr = gvm.session.open_stream();
+        let attach = HostMessage::Attach {
+            id: SERVER_PROC,
+            stdout: stdout.id(),
+            stderr: stderr.id(),
+        };
+        self.pump_logs(stdout.into_split().0, stderr.into_split().0);
+        gvm.session.send(attach).await.map_err(|e| e.to_string())?;
+        let answer = async {
+            loop {
+                match gvm.events.recv().await {
+                    Some(GuestMessage::Attached { .. }) => return Ok(()),
+                    Some(GuestMessage::AttachFailed { error, .. }) => {
+                        return Err(format!("the restored app is not running: {error}"))
+                    }
+                    Some(_) => continue,
+                    None => {
+                        return Err("the guest channel closed while re-attaching the app".into())
+                    }
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), answer)
+            .await
+            .map_err(|_| "the restored guest did not answer Attach within 30 s".to_string())?
+    }
+
     /// An app instance runs the process of the release its VM booted, not the target's.
     fn with_release_process(&self, mut spec: ProcessSpec) -> ProcessSpec {
         if let Some(p) = lock(&self.release_process).clone() {
@@ -571,13 +603,17 @@ impl InstanceRuntime {
                 .await
                 .map_err(|e| e.to_string())?;
             vm::record(daemon, &vm_id, &self.id, &run_dir, vmm.pid());
-            let gvm =
+            let mut gvm =
                 match vm::attach(std::sync::Arc::from(vmm), Some(RESTORED_SESSION_STREAMS)).await {
                     Ok(g) => g,
                     Err(e) => return Err(e.to_string()),
                 };
-            // The restored harness starts a fresh session: the app's output streams of the
-            // saved session are not re-attached (a known gap, see docs/SERVE.md).
+            // The restored harness serves this new session; the app it runs still writes to
+            // the saved session's streams until it is re-attached to this one.
+            if let Err(e) = self.reattach_server(&mut gvm).await {
+                gvm.shutdown(Duration::ZERO).await;
+                return Err(e);
+            }
             let live = Live::new(gvm, vm_id.clone(), run_dir.clone(), &self.id);
             if let Err(e) = self.wait_ports(&live).await {
                 retire(daemon, live).await;

@@ -563,3 +563,73 @@ async fn kill_all_kills_now() {
     let run = host.finish(1, out, err).await;
     assert_eq!(run.status, ExitStatus::Signal(libc::SIGKILL));
 }
+
+#[tokio::test]
+async fn a_new_host_attaches_to_a_running_process_and_gets_its_output() {
+    let root = tempfile::tempdir().unwrap();
+    let gate = root.path().join("gate");
+    let done = root.path().join("done");
+    let agent = Arc::new(Agent::new(config(root.path())));
+    let mut host = connect(agent, root).await;
+    // Prints one line, waits for the gate file, prints a line on each stream, then waits for
+    // the done file before exiting (a server outliving its host).
+    let script = format!(
+        "echo before; while [ ! -e {g} ]; do sleep 0.05; done; echo after; echo err-after >&2; \
+         while [ ! -e {d} ]; do sleep 0.05; done",
+        g = gate.display(),
+        d = done.display()
+    );
+    let (_, mut out, _err) = host.spawn(1, spec(&["sh", "-c", &script]), false).await;
+    let first = tokio::time::timeout(LIMIT, out.recv.recv())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(&first[..], b"before\n");
+
+    // The host goes away; the process writes while nobody is attached.
+    let Host {
+        session,
+        link,
+        inbox,
+        agent,
+        served,
+        _root,
+    } = host;
+    session.close();
+    link.revoke();
+    drop(inbox);
+    assert_eq!(served.await.unwrap(), SessionEnd::Disconnected);
+    std::fs::write(&gate, b"").unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // A new host attaches: the output kept meanwhile arrives, then the exit.
+    let mut host = connect(agent, _root).await;
+    let out = host.session.open_stream();
+    let err = host.session.open_stream();
+    host.send(HostMessage::Attach {
+        id: 1,
+        stdout: out.id(),
+        stderr: err.id(),
+    })
+    .await;
+    assert_eq!(host.next().await, GuestMessage::Attached { id: 1 });
+    std::fs::write(&done, b"").unwrap();
+    let run = host.finish(1, out, err).await;
+    assert_eq!(run.stdout, b"after\n");
+    assert_eq!(run.stderr, b"err-after\n");
+    assert_eq!(run.status, ExitStatus::Code(0));
+
+    // Nothing runs under id 7.
+    let out = host.session.open_stream();
+    host.send(HostMessage::Attach {
+        id: 7,
+        stdout: out.id(),
+        stderr: out.id(),
+    })
+    .await;
+    match host.next().await {
+        GuestMessage::AttachFailed { id: 7, error } => assert!(error.contains('7'), "{error}"),
+        other => panic!("expected AttachFailed, got {other:?}"),
+    }
+}
