@@ -9,7 +9,7 @@
 mod config;
 pub mod pull;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 
 use crate::daemon::Daemon;
 use crate::guest::{BootAssets, GuestAssets};
+use crate::sync::lock;
 
 pub use config::{apply_config, ProcessDefaults};
 
@@ -42,9 +43,10 @@ pub struct Images {
     /// build, a pull, a publish between writing its blob and recording its release. GC holds
     /// it exclusively.
     gc: tokio::sync::RwLock<()>,
-    /// One disk build at a time: builds are disk- and CPU-bound, and two requests for the
-    /// same layer must not both build it.
-    build: tokio::sync::Mutex<()>,
+    /// Disk builds are CPU- and disk-bound: at most one per host core at a time.
+    build_slots: tokio::sync::Semaphore,
+    /// One lock per disk being made, so that two requests for the same layer build it once.
+    building: std::sync::Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// How the disks of an image's layers are laid out.
@@ -108,7 +110,10 @@ impl Images {
             store,
             disks,
             gc: tokio::sync::RwLock::new(()),
-            build: tokio::sync::Mutex::new(()),
+            build_slots: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(1, |n| n.get()),
+            ),
+            building: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -132,42 +137,61 @@ impl Images {
         })
     }
 
-    /// The read-only disks of `layers` (bottom first), made now for those not made yet.
+    /// The read-only disks of `layers` (bottom first), made now for those not made yet,
+    /// several at a time.
     pub async fn layer_disks(
         self: &Arc<Self>,
         layers: &[LayerRecord],
     ) -> Result<Vec<PathBuf>, ApiError> {
         let _gc = self.gc.read().await;
-        let mut paths = Vec::new();
-        for disk in plan(layers) {
-            let path = self.disks.join(disk.file_name());
-            if !path.is_file() {
-                let _build = self.build.lock().await;
-                if !path.is_file() {
-                    let this = self.clone();
-                    let out = path.clone();
-                    let started = std::time::Instant::now();
-                    let size = tokio::task::spawn_blocking(move || {
-                        let (layers, kind) = match &disk {
-                            DiskPlan::Single(l) => (vec![l.clone()], LayerDiskKind::Single),
-                            DiskPlan::Flattened(ls) => (ls.clone(), LayerDiskKind::Flattened),
-                        };
-                        aegis_image::build_layer_disk(&this.store, &layers, kind, &out)
-                    })
-                    .await
-                    .map_err(|e| internal("layer disk build panicked", e))?
-                    .map_err(|e| {
-                        ApiError::new(
-                            ErrorCode::Internal,
-                            format!("{e}. Check free space under {}", self.disks.display()),
-                        )
-                    })?;
-                    tracing::info!(disk = %path.display(), size, ms = started.elapsed().as_millis() as u64, "layer disk made");
-                }
-            }
-            paths.push(path);
+        let builds = plan(layers).into_iter().map(|disk| self.ensure_disk(disk));
+        // Every build ends before this returns, failed or not: none is left running when
+        // the caller reacts to an error (e.g. GC after a failed pull).
+        futures::future::join_all(builds)
+            .await
+            .into_iter()
+            .collect()
+    }
+
+    /// The path of `disk`, built first if it does not exist yet.
+    async fn ensure_disk(self: &Arc<Self>, disk: DiskPlan) -> Result<PathBuf, ApiError> {
+        let path = self.disks.join(disk.file_name());
+        if path.is_file() {
+            return Ok(path);
         }
-        Ok(paths)
+        let same_disk = lock(&self.building)
+            .entry(path.clone())
+            .or_default()
+            .clone();
+        let _same_disk = same_disk.lock().await;
+        if !path.is_file() {
+            let _slot = self
+                .build_slots
+                .acquire()
+                .await
+                .map_err(|e| internal("disk build slots closed", e))?;
+            let this = self.clone();
+            let out = path.clone();
+            let started = std::time::Instant::now();
+            let built = tokio::task::spawn_blocking(move || {
+                let (layers, kind) = match &disk {
+                    DiskPlan::Single(l) => (vec![l.clone()], LayerDiskKind::Single),
+                    DiskPlan::Flattened(ls) => (ls.clone(), LayerDiskKind::Flattened),
+                };
+                aegis_image::build_layer_disk(&this.store, &layers, kind, &out)
+            })
+            .await
+            .map_err(|e| internal("layer disk build panicked", e))?;
+            lock(&self.building).remove(&path);
+            let size = built.map_err(|e| {
+                ApiError::new(
+                    ErrorCode::Internal,
+                    format!("{e}. Check free space under {}", self.disks.display()),
+                )
+            })?;
+            tracing::info!(disk = %path.display(), size, ms = started.elapsed().as_millis() as u64, "layer disk made");
+        }
+        Ok(path)
     }
 
     /// Removes the image record of `reference`, then collects garbage. One exclusive step:
