@@ -44,6 +44,29 @@ pub fn apply_config(request: ProcessDefaults, config: &ImageConfig) -> ProcessDe
     }
 }
 
+/// [`apply_config`] in place on the four fields of a task or instance request.
+pub fn apply_config_to(
+    config: &ImageConfig,
+    command: &mut Vec<String>,
+    env: &mut BTreeMap<String, String>,
+    workdir: &mut Option<String>,
+    user: &mut Option<String>,
+) {
+    let effective = apply_config(
+        ProcessDefaults {
+            command: std::mem::take(command),
+            env: std::mem::take(env),
+            workdir: workdir.take(),
+            user: user.take(),
+        },
+        config,
+    );
+    *command = effective.command;
+    *env = effective.env;
+    *workdir = effective.workdir;
+    *user = effective.user;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,7 +22,7 @@ use crate::daemon::Daemon;
 use crate::guest::{BootAssets, GuestAssets};
 use crate::sync::lock;
 
-pub use config::{apply_config, ProcessDefaults};
+pub use config::{apply_config, apply_config_to, ProcessDefaults};
 
 /// Most disks an image's layers may take in one VM. The QEMU microvm machine has 24
 /// virtio-mmio slots; the scratch disk, the guest channel and workspace shares need some.

@@ -459,19 +459,13 @@ impl Resolver for NameResolver {
 /// Entrypoint/Cmd, Env, WorkingDir and User under what the request says, and its
 /// ExposedPorts (as HTTP) when the request exposes nothing.
 fn apply_image_config(req: &mut CreateInstance, config: &aegis_oci::ImageConfig) {
-    let effective = crate::images::apply_config(
-        crate::images::ProcessDefaults {
-            command: std::mem::take(&mut req.command),
-            env: std::mem::take(&mut req.env),
-            workdir: req.workdir.take(),
-            user: req.user.take(),
-        },
+    crate::images::apply_config_to(
         config,
+        &mut req.command,
+        &mut req.env,
+        &mut req.workdir,
+        &mut req.user,
     );
-    req.command = effective.command;
-    req.env = effective.env;
-    req.workdir = effective.workdir;
-    req.user = effective.user;
     if req.expose.is_empty() {
         req.expose = crate::images::exposed_ports(config);
     }

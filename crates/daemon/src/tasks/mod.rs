@@ -69,19 +69,13 @@ impl TaskManager {
             .unwrap_or_else(|| aegis_api::DEFAULT_IMAGE.to_string());
         let root = crate::images::resolve_root(daemon, &image).await?;
         if let Some(config) = &root.config {
-            let effective = crate::images::apply_config(
-                crate::images::ProcessDefaults {
-                    command: std::mem::take(&mut req.command),
-                    env: std::mem::take(&mut req.env),
-                    workdir: req.workdir.take(),
-                    user: req.user.take(),
-                },
+            crate::images::apply_config_to(
                 config,
+                &mut req.command,
+                &mut req.env,
+                &mut req.workdir,
+                &mut req.user,
             );
-            req.command = effective.command;
-            req.env = effective.env;
-            req.workdir = effective.workdir;
-            req.user = effective.user;
         }
         let limits = HostLimits::probe();
         validate(&req, &limits)?;

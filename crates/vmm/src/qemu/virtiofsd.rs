@@ -330,20 +330,13 @@ mod tests {
         assert!(leftover_pids(Path::new("/nonexistent")).is_empty());
     }
 
-    /// A "virtiofsd" that creates its socket and waits: started, found as a leftover by its
-    /// command line, stopped with nothing left.
-    #[tokio::test]
-    async fn start_and_stop_a_stand_in() {
-        let dir = tempfile::tempdir().unwrap();
-        let shared = dir.path().join("shared");
-        std::fs::create_dir(&shared).unwrap();
-        let fake = dir.path().join("fake-virtiofsd");
-        std::fs::write(
-            &fake,
-            "#!/bin/sh\nsock=${1#--socket-path=}\ntouch \"$sock\"\nsleep 100\n",
-        )
-        .unwrap();
+    /// A stand-in virtiofsd running `script`, and a spec sharing `<dir>/shared` through it.
+    fn stand_in(dir: &Path, script: &str) -> (PathBuf, VmSpec) {
         use std::os::unix::fs::PermissionsExt;
+        let shared = dir.join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        let fake = dir.join("fake-virtiofsd");
+        std::fs::write(&fake, script).unwrap();
         std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
         let spec = VmSpec {
             id: "v".into(),
@@ -354,8 +347,20 @@ mod tests {
             memory_mib: 64,
             disks: vec![],
             shares: vec![share(shared.to_str().unwrap())],
-            run_dir: dir.path().to_path_buf(),
+            run_dir: dir.to_path_buf(),
         };
+        (fake, spec)
+    }
+
+    /// A "virtiofsd" that creates its socket and waits: started, found as a leftover by its
+    /// command line, stopped with nothing left.
+    #[tokio::test]
+    async fn start_and_stop_a_stand_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let (fake, spec) = stand_in(
+            dir.path(),
+            "#!/bin/sh\nsock=${1#--socket-path=}\ntouch \"$sock\"\nsleep 100\n",
+        );
         let v = Virtiofsd::start(Some(&fake), &spec).await.unwrap();
         let pids = v.pids();
         assert_eq!(pids.len(), 1);
@@ -373,25 +378,10 @@ mod tests {
     #[tokio::test]
     async fn a_dying_virtiofsd_is_reported_with_its_log() {
         let dir = tempfile::tempdir().unwrap();
-        let fake = dir.path().join("fake-virtiofsd");
-        std::fs::write(
-            &fake,
+        let (fake, spec) = stand_in(
+            dir.path(),
             "#!/bin/sh\necho 'fuse: bad mount point' >&2\nexit 1\n",
-        )
-        .unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let spec = VmSpec {
-            id: "v".into(),
-            kernel: fake.clone(),
-            initramfs: fake.clone(),
-            kernel_args: vec![],
-            vcpus: 1,
-            memory_mib: 64,
-            disks: vec![],
-            shares: vec![share(dir.path().to_str().unwrap())],
-            run_dir: dir.path().to_path_buf(),
-        };
+        );
         match Virtiofsd::start(Some(&fake), &spec).await {
             Err(VmmError::Spawn { source, .. }) => {
                 assert!(source.to_string().contains("bad mount point"), "{source}")
