@@ -319,8 +319,9 @@ impl OciImage {
 }
 
 /// The standard multi-layer test image: busybox, then a layer with `/etc/motd`,
-/// `/etc/removed.txt` and `/srv/www/index.html`, then a layer whose whiteout deletes
-/// `/etc/removed.txt`. Config: `Cmd ["cat", "/etc/motd"]`, `Env GREETING=hello-from-image`,
+/// `/etc/removed.txt`, `/srv/www/index.html` and `/srv/old/{a,b}.txt`, then a layer whose
+/// whiteout deletes `/etc/removed.txt` and whose opaque marker hides `/srv/old`'s lower
+/// content (it adds `/srv/old/c.txt`). Config: `Cmd ["cat", "/etc/motd"]`, `Env GREETING=hello-from-image`,
 /// `WorkingDir /srv`, `ExposedPorts 8080/tcp`.
 pub fn test_image() -> OciImage {
     let content = LayerBuilder::new()
@@ -334,11 +335,18 @@ pub fn test_image() -> OciImage {
         .dir("srv/")
         .dir("srv/www/")
         .file("srv/www/index.html", 0o644, b"hello from an OCI image\n")
+        .dir("srv/old/")
+        .file("srv/old/a.txt", 0o644, b"a\n")
+        .file("srv/old/b.txt", 0o644, b"b\n")
         .build();
     let whiteout = LayerBuilder::new()
         .dir("etc/")
         .whiteout("etc", "removed.txt")
         .file("etc/added.txt", 0o644, b"added by layer 3\n")
+        .dir("srv/")
+        .dir("srv/old/")
+        .file("srv/old/.wh..wh..opq", 0o644, b"")
+        .file("srv/old/c.txt", 0o644, b"c\n")
         .build();
     OciImage::new(
         vec![busybox_layer(), content, whiteout],

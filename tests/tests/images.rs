@@ -73,12 +73,12 @@ fn pull_then_run_an_oci_image_with_its_config_and_whiteouts() {
         "sh",
         "-c",
         "test -e /etc/removed.txt && echo removed-present; cat /etc/added.txt; \
-         echo \"$GREETING\"; pwd; id -u; cat /srv/www/index.html",
+         echo \"$GREETING\"; pwd; id -u; cat /srv/www/index.html; ls /srv/old",
     ]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert_eq!(
         stdout(&o),
-        "added by layer 3\nhello-from-image\n/srv\n0\nhello from an OCI image\n"
+        "added by layer 3\nhello-from-image\n/srv\n0\nhello from an OCI image\nc.txt\n"
     );
 
     // --user resolves names in the image's /etc/passwd; --workdir and -e override the image.

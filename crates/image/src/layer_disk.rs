@@ -1,4 +1,4 @@
-//! Read-only block images of OCI layers: each layer becomes one ext4 disk, once, that the
+//! Read-only block images of OCI layers: each layer becomes one EROFS disk, once, that the
 //! guest stacks with overlayfs (bottom layer first) under its scratch layer.
 //!
 //! A layer is unpacked on its own with its whiteouts translated into overlayfs' format (a 0/0
@@ -15,11 +15,8 @@ use std::path::{Path, PathBuf};
 
 use aegis_oci::{LayerRecord, Store, UnpackOptions, Whiteouts};
 
+use crate::erofs::erofs_from_dir;
 use crate::error::{ImageError, IoContext, Result};
-use crate::ext4::ext4_from_dir;
-
-/// Filesystem label of layer disks.
-pub const LAYER_LABEL: &str = "aegis-layer";
 
 /// What one layer disk holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,7 +27,7 @@ pub enum LayerDiskKind {
     Flattened,
 }
 
-/// Builds the ext4 disk of `layers` (one layer, or several to flatten) at `out`. Returns the
+/// Builds the EROFS disk of `layers` (one layer, or several to flatten) at `out`. Returns the
 /// disk's size in bytes. Needs root (device nodes, ownership, `trusted.*` xattrs).
 pub fn build_layer_disk(
     store: &Store,
@@ -68,10 +65,10 @@ pub fn build_layer_disk(
     }
     let tmp = tempfile::Builder::new()
         .prefix(".layer-")
-        .suffix(".ext4")
+        .suffix(".erofs")
         .tempfile_in(dir)
         .ctx("create temporary file in", dir)?;
-    let size = ext4_from_dir(tree.path(), tmp.path(), LAYER_LABEL)?;
+    let size = erofs_from_dir(tree.path(), tmp.path())?;
     tmp.as_file().sync_all().ctx("sync", tmp.path())?;
     let mut perms = fs::metadata(tmp.path())
         .ctx("stat", tmp.path())?
@@ -83,10 +80,10 @@ pub fn build_layer_disk(
     Ok(size)
 }
 
-/// File name of the disk of one layer: `<hex of its digest>.ext4`.
+/// File name of the disk of one layer: `<hex of its digest>.erofs`.
 pub fn layer_disk_name(digest: &str) -> PathBuf {
     let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
-    PathBuf::from(format!("{hex}.ext4"))
+    PathBuf::from(format!("{hex}.erofs"))
 }
 
 #[cfg(test)]
@@ -95,6 +92,6 @@ mod tests {
 
     #[test]
     fn names_are_digest_hex() {
-        assert_eq!(layer_disk_name("sha256:abcd"), PathBuf::from("abcd.ext4"));
+        assert_eq!(layer_disk_name("sha256:abcd"), PathBuf::from("abcd.erofs"));
     }
 }

@@ -7,6 +7,7 @@
 
 mod cmd;
 mod cpio;
+mod erofs;
 mod error;
 mod ext4;
 mod harness;
@@ -32,6 +33,6 @@ pub use kernel::{
     kernel_source, KernelSource, DEFAULT_KERNEL_SOURCE, KERNEL_CONFIG_FRAGMENT, KERNEL_ENV,
     KERNEL_SOURCE_ENV,
 };
-pub use layer_disk::{build_layer_disk, layer_disk_name, LayerDiskKind, LAYER_LABEL};
+pub use layer_disk::{build_layer_disk, layer_disk_name, LayerDiskKind};
 pub use layout::{default_home, Layout};
 pub use progress::{NoProgress, Progress};

@@ -1,5 +1,5 @@
 //! OCI images in the daemon: the content-addressed store (`<home>/images`), one read-only
-//! ext4 disk per layer (`<home>/layers`), what a VM boots from an image reference, and
+//! EROFS disk per layer (`<home>/layers`), what a VM boots from an image reference, and
 //! garbage collection that never removes what something still references.
 //!
 //! Disk layers are canonical state: a layer's disk is made once from its verified blob,
@@ -66,7 +66,7 @@ impl DiskPlan {
                     h.update(l.digest.as_bytes());
                     h.update(b"\n");
                 }
-                PathBuf::from(format!("flat-{:x}.ext4", h.finalize()))
+                PathBuf::from(format!("flat-{:x}.erofs", h.finalize()))
             }
         }
     }
