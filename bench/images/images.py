@@ -304,7 +304,7 @@ def blobs_present(d: ab.Daemon, info: dict) -> tuple[int, int]:
     """(layer blobs, layer disks) of this image present in the daemon home."""
     hexes = [l["digest"][7:] for l in info["layers"]]
     blobs = sum(1 for h in hexes if (d.home / "images" / "blobs" / "sha256" / h).exists())
-    disks = sum(1 for h in hexes if (d.home / "layers" / f"{h}.ext4").exists())
+    disks = sum(1 for h in hexes if (d.home / "layers" / f"{h}.erofs").exists())
     return blobs, disks
 
 
@@ -411,9 +411,9 @@ def run(args, tmp: Path, procs: Procs) -> int:
                 say(f"  {i + 1}/{args.iterations} aegis image pull {v}: {t1 - t0:.3f} s "
                     f"(blobs/disks present {present}); first boot {b1 - b0:.3f} s")
         R["pulls"], R["skopeo"], R["first"] = pulls, skopeo, first
-        R["disk_files"] = {v: {l["digest"]: (d.home / "layers" / f"{l['digest'][7:]}.ext4").stat().st_size
+        R["disk_files"] = {v: {l["digest"]: (d.home / "layers" / f"{l['digest'][7:]}.erofs").stat().st_size
                                for l in infos[v]["layers"]
-                               if (d.home / "layers" / f"{l['digest'][7:]}.ext4").exists()}
+                               if (d.home / "layers" / f"{l['digest'][7:]}.erofs").exists()}
                            for v in VARIANTS}
 
         # ---- (2) warm boots, interleaved.
@@ -520,7 +520,7 @@ def write_report(R: dict, out: Path) -> None:
         ratio_lines.append(f"- **{v}: aegis / skopeo = {med(ps):.3f} / {med(R['skopeo'][v]):.3f} = "
                            f"{med(ps) / med(R['skopeo'][v]):.2f}**")
     split_rows = ["| variant | aegis pull (median) | download, verify, store blobs: CLI start -> first disk build starts | "
-                  "layer disks: unpack + mkfs.ext4 (sum over disks) | rest (record, CLI) | download only vs skopeo (medians) | "
+                  "layer disks: unpack + mkfs.erofs (sum over disks) | rest (record, CLI) | download only vs skopeo (medians) | "
                   "download MB/s (gzip) | disks MB/s (tar) | per-disk ms (median run) |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for v in VARIANTS:
@@ -537,7 +537,7 @@ def write_report(R: dict, out: Path) -> None:
             f"{tar[v] / 1e6 / med([x['disks'] for x in sp]):.1f} | {', '.join(map(str, mid['per_disk_ms']))} |")
     split_table = "\n".join(split_rows)
 
-    layer_rows = ["| variant | layer | gzip | tar | layer disk (ext4) |", "|---|---:|---:|---:|---:|"]
+    layer_rows = ["| variant | layer | gzip | tar | layer disk (EROFS) |", "|---|---:|---:|---:|---:|"]
     for v in VARIANTS:
         for i, l in enumerate(infos[v]["layers"]):
             disk = R["disk_files"][v].get(l["digest"])
@@ -618,7 +618,7 @@ pushed with `skopeo copy oci:... docker://...`.
 N = {a['iterations']} of each, interleaved (skopeo A, aegis A, skopeo B, aegis B, rotated each
 iteration). Every aegis pull starts from a home without any blob or disk of the image (`aegis
 image rm` before it, checked on disk); it downloads and verifies the blobs **and** makes the
-layers' ext4 disks (unpack + `mkfs.ext4 -d`), which is what makes the image bootable.
+layers' EROFS disks (unpack + `mkfs.erofs`), which is what makes the image bootable.
 `skopeo copy --src-tls-verify=false docker://REF dir:TMP` downloads and verifies the blobs only
 (no unpacking) into a fresh directory on the same file system. MB = 10^6 bytes.
 
