@@ -629,7 +629,9 @@ layers' EROFS disks (unpack + `mkfs.erofs`), which is what makes the image boota
 Where aegis's pull time goes (aegisd's log at `AEGIS_LOG={LOG_FILTER}`: the `ms` of each
 `layer disk made` line, timed by aegisd around the disk build; download = from the CLI's start to
 the start of the first disk build, i.e. CLI, manifest, config and layer blobs streamed to disk
-and hashed; rest = the gaps between disk builds, the record and the CLI's exit):
+and hashed; rest = wall time minus the other two: the gaps between disk builds, the record and the CLI's
+exit; aegisd makes several disks at once (one per core), so the sum over disks can exceed its
+wall time and `rest` is then negative):
 
 {split_table}
 
