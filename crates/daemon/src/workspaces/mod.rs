@@ -164,7 +164,9 @@ pub fn check_request(
         return Err(ApiError::new(
             ErrorCode::Unavailable,
             format!(
-                "the {} backend cannot share a directory with the guest on this host, so                  --workspace is unavailable; install qemu-system-common (virtiofsd) and see                  `aegis doctor`",
+                "the {} backend cannot share a directory with the guest on this host, so \
+                 --workspace is unavailable; install qemu-system-common (virtiofsd) and see \
+                 `aegis doctor`",
                 daemon.backend.kind()
             ),
         ));
