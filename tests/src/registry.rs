@@ -118,13 +118,19 @@ impl LocalRegistry {
 
     /// Pushes `image` as `<addr>/<repo>:<tag>` with `skopeo copy`; returns that reference.
     pub fn push(&self, image: &OciImage, repo: &str, tag: &str) -> String {
-        let skopeo = require_tool("skopeo", "skopeo");
         let layout = tempfile::tempdir().unwrap();
         image.write_layout(layout.path(), tag);
-        let reference = format!("{}/{repo}:{tag}", self.addr());
+        self.push_layout(layout.path(), tag, repo, tag)
+    }
+
+    /// Pushes what `tag` names in the OCI layout `layout` (an image or a multi-platform
+    /// index, all of it) as `<addr>/<repo>:<dest_tag>`; returns that reference.
+    pub fn push_layout(&self, layout: &Path, tag: &str, repo: &str, dest_tag: &str) -> String {
+        let skopeo = require_tool("skopeo", "skopeo");
+        let reference = format!("{}/{repo}:{dest_tag}", self.addr());
         let out = Command::new(skopeo)
-            .args(["copy", "--quiet", "--dest-tls-verify=false"])
-            .arg(format!("oci:{}:{tag}", layout.path().display()))
+            .args(["copy", "--quiet", "--all", "--dest-tls-verify=false"])
+            .arg(format!("oci:{}:{tag}", layout.display()))
             .arg(format!("docker://{reference}"))
             .output()
             .expect("run skopeo");
@@ -134,6 +140,17 @@ impl LocalRegistry {
             String::from_utf8_lossy(&out.stderr)
         );
         reference
+    }
+
+    /// The registry's own file holding blob `digest`.
+    pub fn blob_file(&self, digest: &str) -> PathBuf {
+        let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+        self.dir
+            .path()
+            .join("data/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
     }
 }
 

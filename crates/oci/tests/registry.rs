@@ -2,129 +2,15 @@
 //! images pushed by a real tool (`skopeo`).
 
 use std::fs;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write;
+use std::net::TcpListener;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
 
 use aegis_oci::{Error, NoProgress, Progress, Store};
+use aegis_tests::registry::LocalRegistry;
 use sha2::{Digest, Sha256};
-
-/// Finds a tool on PATH or fails naming the Debian package that provides it.
-fn require(tool: &str, package: &str) -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|d| d.join(tool))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!("`{tool}` is not installed: these tests need it; install the Debian package `{package}` (apt-get install {package})")
-        })
-}
-
-struct Registry {
-    child: Child,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl Registry {
-    fn start() -> Registry {
-        let bin = require("docker-registry", "docker-registry");
-        let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let config = dir.path().join("config.yml");
-        fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                dir.path().join("data").display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new(bin)
-            .arg("serve")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start docker-registry");
-        let registry = Registry { child, port, dir };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if registry.v2_answers() {
-                return registry;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "docker-registry did not answer on 127.0.0.1:{port}/v2/ within 20 s"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn v2_answers(&self) -> bool {
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
-            return false;
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-        if s.write_all(b"GET /v2/ HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-            .is_err()
-        {
-            return false;
-        }
-        let mut buf = [0u8; 16];
-        matches!(s.read(&mut buf), Ok(n) if n >= 12 && &buf[9..12] == b"200")
-    }
-
-    fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// Pushes the image tagged `tag` in an OCI layout directory to `repo:tag` with skopeo.
-    fn push(&self, layout: &Path, tag: &str, repo: &str) {
-        self.push_as(layout, tag, repo, tag)
-    }
-
-    fn push_as(&self, layout: &Path, tag: &str, repo: &str, dest_tag: &str) {
-        let skopeo = require("skopeo", "skopeo");
-        let out = Command::new(skopeo)
-            .args(["copy", "--quiet", "--all", "--dest-tls-verify=false"])
-            .arg(format!("oci:{}:{tag}", layout.display()))
-            .arg(format!("docker://{}/{repo}:{dest_tag}", self.addr()))
-            .output()
-            .expect("run skopeo");
-        assert!(
-            out.status.success(),
-            "skopeo copy failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    /// The registry's own file for a blob.
-    fn blob_file(&self, digest: &str) -> PathBuf {
-        let hex = digest.strip_prefix("sha256:").unwrap();
-        self.dir
-            .path()
-            .join("data/docker/registry/v2/blobs/sha256")
-            .join(&hex[..2])
-            .join(hex)
-            .join("data")
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn sha256(bytes: &[u8]) -> String {
     format!("sha256:{:x}", Sha256::digest(bytes))
@@ -311,12 +197,12 @@ impl Progress for CountingProgress {
 
 #[tokio::test]
 async fn pull_push_unpack_list_remove() {
-    let registry = Registry::start();
+    let registry = LocalRegistry::start();
     let work = tempfile::tempdir().unwrap();
     let layout = work.path().join("layout");
     build_layout(&layout, "v1", "one");
-    registry.push(&layout, "v1", "test/img");
-    registry.push_as(&layout, "v1", "test/img", "v2");
+    registry.push_layout(&layout, "v1", "test/img", "v1");
+    registry.push_layout(&layout, "v1", "test/img", "v2");
 
     let store = Store::open(work.path().join("store")).unwrap();
     let reference = format!("{}/test/img:v1", registry.addr());
@@ -415,11 +301,11 @@ async fn pull_push_unpack_list_remove() {
 
 #[tokio::test]
 async fn unknown_tag_is_a_clear_error() {
-    let registry = Registry::start();
+    let registry = LocalRegistry::start();
     let work = tempfile::tempdir().unwrap();
     let layout = work.path().join("layout");
     build_layout(&layout, "v1", "x");
-    registry.push(&layout, "v1", "test/known");
+    registry.push_layout(&layout, "v1", "test/known", "v1");
     let store = Store::open(work.path().join("store")).unwrap();
 
     for reference in [
@@ -458,11 +344,11 @@ async fn unreachable_registry_is_a_clear_error() {
 
 #[tokio::test]
 async fn corrupted_blob_is_rejected_and_not_stored() {
-    let registry = Registry::start();
+    let registry = LocalRegistry::start();
     let work = tempfile::tempdir().unwrap();
     let layout = work.path().join("layout");
     build_layout(&layout, "v1", "corrupt");
-    registry.push(&layout, "v1", "test/corrupt");
+    registry.push_layout(&layout, "v1", "test/corrupt", "v1");
 
     // Tamper with the second layer in the registry's own storage (same size, one byte flipped).
     let index: serde_json::Value =
@@ -504,14 +390,14 @@ async fn corrupted_blob_is_rejected_and_not_stored() {
 
 #[tokio::test]
 async fn manifest_list_picks_linux_amd64() {
-    let registry = Registry::start();
+    let registry = LocalRegistry::start();
     let work = tempfile::tempdir().unwrap();
     let layout = work.path().join("multi");
     build_multi_arch_layout(&layout, "multi", &["arm64", "amd64"]);
-    registry.push(&layout, "multi", "test/multi");
+    registry.push_layout(&layout, "multi", "test/multi", "multi");
     let only_arm = work.path().join("arm");
     build_multi_arch_layout(&only_arm, "arm", &["arm64"]);
-    registry.push(&only_arm, "arm", "test/multi");
+    registry.push_layout(&only_arm, "arm", "test/multi", "arm");
 
     let store = Store::open(work.path().join("store")).unwrap();
     let reference = format!("{}/test/multi:multi", registry.addr());
