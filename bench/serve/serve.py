@@ -122,6 +122,22 @@ def state(d: ab.Daemon, name: str) -> str:
     return d.inspect_instance(name)["state"]
 
 
+def pause_when_idle(d: ab.Daemon, name: str, timeout: float = 60) -> int:
+    """`aegis pause NAME`, retried while aegisd refuses because the router is still opening a
+    connection into the guest (after a wrk round, connections wrk gave up on may still be in
+    flight to the busy guest); returns how many times it was refused."""
+    t0 = time.monotonic()
+    refused = 0
+    while True:
+        r = d.cli("pause", name, check=False, capture=True)
+        if r.returncode == 0:
+            return refused
+        refused += 1
+        if "opening a connection" not in (r.stderr or "") or time.monotonic() - t0 > timeout:
+            raise ab.BenchError(f"aegis pause {name} exited {r.returncode}: {r.stderr.strip()}")
+        time.sleep(0.2)
+
+
 def build_direct_initramfs(tmp: Path) -> Path:
     busybox = shutil.which("busybox")
     if not busybox:
@@ -415,7 +431,10 @@ def run(args, tmp: Path, procs: Procs) -> int:
                         d.cli("resume", "steady", capture=True)
                 else:
                     if state(d, "steady") == "running":
-                        d.cli("pause", "steady", capture=True)
+                        refused = pause_when_idle(d, "steady")
+                        R["pause_refused"] = R.get("pause_refused", 0) + refused
+                        if refused:
+                            say(f"  (aegis pause steady refused {refused} x: a connection was opening)")
                     direct.send_signal(signal.SIGCONT)
 
             for name, port in targets.items():  # warm-up
@@ -699,7 +718,9 @@ mixed with aegisd's log here.
 
 wrk `-t{a['threads']} -c{a['conns']} -d{a['duration']} --timeout 10s --latency`, {a['rounds']} interleaved rounds, the median
 round per path shown. Only the VM being measured runs: the other one is paused (`aegis pause`
-for the instance, SIGSTOP for the bare QEMU). `python3 -m http.server` speaks HTTP/1.0 and closes
+for the instance, retried every 0.2 s while aegisd refuses it because the router is still
+opening a connection into the guest: {R.get('pause_refused', 0)} refusals in this run; SIGSTOP
+for the bare QEMU). `python3 -m http.server` speaks HTTP/1.0 and closes
 every connection after its response, so each request is a new guest connection on every path.
 
 {steady_table}
