@@ -2,9 +2,10 @@
 //! EROFS disk per layer (`<home>/layers`), what a VM boots from an image reference, and
 //! garbage collection that never removes what something still references.
 //!
-//! Disk layers are canonical state: a layer's disk is made once from its verified blob,
-//! named by the blob's digest, never changed afterwards, and shared by every image, release
-//! and VM that stacks it.
+//! Disk layers are canonical state. A layer's blob, verified by its digest, is what is kept;
+//! its disk is derived from it: made once, named by the digest, never changed afterwards,
+//! shared by every image, release and VM that stacks it, and made again from the blob if it
+//! is ever removed.
 
 mod config;
 pub mod pull;
