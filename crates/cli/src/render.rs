@@ -108,6 +108,19 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// `key:   value` lines with the values aligned (the `inspect` views); no header.
+pub fn key_values(rows: &[(&str, String)]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|(k, v)| vec![format!("{k}:"), v.clone()])
+        .collect();
+    table(&["", ""], &rows)
+        .lines()
+        .skip(1)
+        .map(|l| format!("{}\n", l.trim_end()))
+        .collect()
+}
+
 /// "12s ago", "5m ago", "3h ago", "2d ago"; the timestamp itself when it does not parse.
 pub fn age(rfc3339: &str, now: SystemTime) -> String {
     let Ok(then) = humantime::parse_rfc3339_weak(rfc3339) else {

@@ -4,7 +4,6 @@ use aegis_api::{ImageInfo, ImageKind, PullEvent};
 use aegis_client::Client;
 
 use crate::context::Context;
-use crate::exit;
 use crate::progress::BuildProgress;
 use crate::render;
 
@@ -112,17 +111,10 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Rm(a) => {
-            let mut code = 0;
-            for reference in &a.references {
-                match client.delete_image(reference).await {
-                    Ok(()) => println!("{reference}"),
-                    Err(e) => {
-                        eprintln!("aegis: cannot remove image {reference}: {e}");
-                        code = exit::AEGIS_ERROR;
-                    }
-                }
-            }
-            Ok(code)
+            Ok(
+                crate::commands::remove_each("image", &a.references, |r| client.delete_image(r))
+                    .await,
+            )
         }
     }
 }
@@ -220,26 +212,18 @@ fn details(i: &ImageInfo) -> String {
             s.to_string()
         }
     };
-    let rows = vec![
-        vec!["reference:".to_string(), i.reference.clone()],
-        vec!["kind:".to_string(), kind(i).into()],
-        vec![
-            "digest:".to_string(),
-            i.digest.clone().unwrap_or("-".into()),
-        ],
-        vec!["layers:".to_string(), i.layers.to_string()],
-        vec!["size:".to_string(), render::bytes(i.size_bytes)],
-        vec!["entrypoint:".to_string(), list(&i.entrypoint)],
-        vec!["cmd:".to_string(), list(&i.cmd)],
-        vec!["env:".to_string(), list(&i.env)],
-        vec!["workdir:".to_string(), or_dash(&i.working_dir)],
-        vec!["user:".to_string(), or_dash(&i.user)],
-        vec!["exposed ports:".to_string(), list(&i.exposed_ports)],
-        vec!["used by:".to_string(), used_by(i)],
-    ];
-    render::table(&["", ""], &rows)
-        .lines()
-        .skip(1)
-        .map(|l| format!("{}\n", l.trim_end()))
-        .collect()
+    render::key_values(&[
+        ("reference", i.reference.clone()),
+        ("kind", kind(i).into()),
+        ("digest", i.digest.clone().unwrap_or("-".into())),
+        ("layers", i.layers.to_string()),
+        ("size", render::bytes(i.size_bytes)),
+        ("entrypoint", list(&i.entrypoint)),
+        ("cmd", list(&i.cmd)),
+        ("env", list(&i.env)),
+        ("workdir", or_dash(&i.working_dir)),
+        ("user", or_dash(&i.user)),
+        ("exposed ports", list(&i.exposed_ports)),
+        ("used by", used_by(i)),
+    ])
 }

@@ -7,7 +7,6 @@ use std::time::SystemTime;
 use aegis_api::{CreateWorkspace, Workspace, WorkspaceMode};
 
 use crate::context::Context;
-use crate::exit;
 use crate::render;
 
 const AFTER_HELP: &str = "\
@@ -138,17 +137,10 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Rm(a) => {
-            let mut code = 0;
-            for name in &a.names {
-                match client.delete_workspace(name).await {
-                    Ok(()) => println!("{name}"),
-                    Err(e) => {
-                        eprintln!("aegis: cannot remove workspace {name}: {e}");
-                        code = exit::AEGIS_ERROR;
-                    }
-                }
-            }
-            Ok(code)
+            Ok(
+                crate::commands::remove_each("workspace", &a.names, |n| client.delete_workspace(n))
+                    .await,
+            )
         }
     }
 }
@@ -178,20 +170,14 @@ fn table(all: &[Workspace], now: SystemTime) -> String {
 }
 
 fn details(ws: &Workspace) -> String {
-    let rows = vec![
-        vec!["name:".to_string(), ws.name.clone()],
-        vec!["mode:".to_string(), ws.mode.as_str().to_string()],
-        vec!["path:".to_string(), ws.path.clone()],
-        vec!["size:".to_string(), render::bytes(ws.size_bytes)],
-        vec!["created:".to_string(), ws.created_at.clone()],
-        vec!["used by:".to_string(), used_by(ws)],
-    ];
-    // The table helper prints a header line; details have none.
-    render::table(&["", ""], &rows)
-        .lines()
-        .skip(1)
-        .map(|l| format!("{}\n", l.trim_end()))
-        .collect()
+    render::key_values(&[
+        ("name", ws.name.clone()),
+        ("mode", ws.mode.as_str().to_string()),
+        ("path", ws.path.clone()),
+        ("size", render::bytes(ws.size_bytes)),
+        ("created", ws.created_at.clone()),
+        ("used by", used_by(ws)),
+    ])
 }
 
 /// The value of `run --workspace`: a workspace name as given, or a host directory made

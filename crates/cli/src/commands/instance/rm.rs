@@ -1,7 +1,6 @@
 //! `aegis instance rm`.
 
 use crate::context::Context;
-use crate::exit;
 
 /// Remove instances: their VMs, listeners, snapshots and logs.
 #[derive(Debug, clap::Args)]
@@ -20,15 +19,5 @@ pub struct Args {
 
 pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<i32> {
     let client = ctx.client();
-    let mut code = 0;
-    for id in &args.ids {
-        match client.delete_instance(id).await {
-            Ok(()) => println!("{id}"),
-            Err(e) => {
-                eprintln!("aegis: cannot remove instance {id}: {e}");
-                code = exit::AEGIS_ERROR;
-            }
-        }
-    }
-    Ok(code)
+    Ok(crate::commands::remove_each("instance", &args.ids, |id| client.delete_instance(id)).await)
 }
