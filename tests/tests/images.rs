@@ -279,7 +279,7 @@ fn a_full_disk_during_pull_leaves_nothing_half_written() {
     // disks do not fit.
     for (dir, size) in [("images", "600k"), ("layers", "1m")] {
         let mut disk = None;
-        let d = TestDaemon::start_prepared("fake", |home| {
+        let mut d = TestDaemon::start_prepared("fake", |home| {
             disk = Some(SmallDisk::mount(&home.join(dir), size));
         });
         let o = d.aegis(&["image", "pull", &reference]);
@@ -300,7 +300,10 @@ fn a_full_disk_during_pull_leaves_nothing_half_written() {
             .map(|e| e.file_name())
             .collect();
         assert!(leftovers.is_empty(), "{dir}: {leftovers:?}");
-        drop(d);
+        // The daemon stops, then the small disk goes, then the home: a mount point left in
+        // the home would keep its directory from being removed.
+        d.stop();
         drop(disk);
+        drop(d);
     }
 }
