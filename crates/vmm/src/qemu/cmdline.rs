@@ -308,6 +308,11 @@ mod tests {
         }
     }
 
+    /// The argv of `s` under `accel`, starting as `start`.
+    fn argv_of(s: &VmSpec, accel: Accel, start: Start) -> Vec<String> {
+        build(&cfg(accel), s, &RunPaths::new(&s.run_dir), start).unwrap()
+    }
+
     fn after<'a>(argv: &'a [String], flag: &str) -> Vec<&'a str> {
         argv.windows(2)
             .filter(|w| w[0] == flag)
@@ -318,13 +323,7 @@ mod tests {
     #[test]
     fn tcg_command_line() {
         let s = spec();
-        let argv = build(
-            &cfg(Accel::Tcg),
-            &s,
-            &RunPaths::new(&s.run_dir),
-            Start::Boot,
-        )
-        .unwrap();
+        let argv = argv_of(&s, Accel::Tcg, Start::Boot);
         assert_eq!(after(&argv, "-name"), ["aegis-i-123,debug-threads=off"]);
         assert_eq!(
             after(&argv, "-M"),
@@ -390,13 +389,7 @@ mod tests {
                 read_only: false,
             },
         ];
-        let argv = build(
-            &cfg(Accel::Tcg),
-            &s,
-            &RunPaths::new(&s.run_dir),
-            Start::Boot,
-        )
-        .unwrap();
+        let argv = argv_of(&s, Accel::Tcg, Start::Boot);
         assert_eq!(
             after(&argv, "-M"),
             ["microvm,x-option-roms=off,isa-serial=on,rtc=on,memory-backend=mem"]
@@ -443,13 +436,7 @@ mod tests {
     #[test]
     fn kvm_uses_host_cpu_and_no_tsc_hint() {
         let s = spec();
-        let argv = build(
-            &cfg(Accel::Kvm),
-            &s,
-            &RunPaths::new(&s.run_dir),
-            Start::Boot,
-        )
-        .unwrap();
+        let argv = argv_of(&s, Accel::Kvm, Start::Boot);
         assert_eq!(after(&argv, "-accel"), ["kvm"]);
         assert_eq!(after(&argv, "-cpu"), ["host"]);
         assert!(!after(&argv, "-append")[0].contains("tsc_early_khz"));
@@ -458,13 +445,7 @@ mod tests {
     #[test]
     fn incoming_defers_and_appends_to_the_console() {
         let s = spec();
-        let argv = build(
-            &cfg(Accel::Tcg),
-            &s,
-            &RunPaths::new(&s.run_dir),
-            Start::Incoming,
-        )
-        .unwrap();
+        let argv = argv_of(&s, Accel::Tcg, Start::Incoming);
         assert_eq!(after(&argv, "-incoming"), ["defer"]);
         assert_eq!(
             after(&argv, "-chardev")[0],
