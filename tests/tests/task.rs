@@ -117,6 +117,33 @@ fn env_workdir_and_artifacts() {
 }
 
 #[test]
+fn artifacts_lose_setuid_bits_and_device_nodes_are_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = TestDaemon::start("qemu");
+    let o = d.aegis(&[
+        "run", "--image", "busybox", "--artifact", "/out", "--", "sh", "-c",
+        "mkdir /out && cp /bin/busybox /out/su && chmod 4755 /out/su",
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let err = stderr(&o);
+    let dir = err
+        .lines()
+        .find_map(|l| l.strip_prefix("aegis: artifacts copied to "))
+        .unwrap_or_else(|| panic!("no artifacts line in: {err}"));
+    let su = std::path::Path::new(dir.trim()).join("out/su");
+    let mode = std::fs::metadata(&su).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o755, "{} arrived with mode {mode:o}", su.display());
+
+    let o = d.aegis(&[
+        "run", "--image", "busybox", "--artifact", "/out", "--", "sh", "-c",
+        "mkdir /out && echo a > /out/a && mknod /out/null c 1 3",
+    ]);
+    assert_eq!(code(&o), 125, "{}", stderr(&o));
+    assert!(stderr(&o).contains("device node"), "{}", stderr(&o));
+    d.assert_no_leftovers();
+}
+
+#[test]
 fn task_records_are_listed_and_inspectable() {
     let d = TestDaemon::start("qemu");
     let o = d.aegis(&["run", "--image", "busybox", "--", "true"]);

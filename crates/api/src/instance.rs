@@ -134,6 +134,20 @@ pub struct CreateInstance {
     pub release: Option<u32>,
 }
 
+impl CreateInstance {
+    /// Checks the request's durations (see [`crate::check_duration_secs`]).
+    pub fn check_durations(&self) -> Result<(), String> {
+        for (field, value) in [
+            ("pause_after_secs", self.pause_after_secs),
+            ("terminate_after_secs", self.terminate_after_secs),
+            ("wake_timeout_secs", self.wake_timeout_secs),
+        ] {
+            crate::check_duration_secs(field, value)?;
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum InstanceState {

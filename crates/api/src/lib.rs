@@ -35,3 +35,41 @@ pub const DEFAULT_MEMORY_MIB: u32 = 512;
 pub const DEFAULT_VCPUS: u32 = 1;
 /// Smallest guest memory the kernel + harness boot in.
 pub const MIN_MEMORY_MIB: u32 = 64;
+
+/// Longest duration a `*_secs` request field accepts: 7 days. Longer deadlines are mistakes
+/// rather than plans, and an unbounded one would overflow the daemon's clock arithmetic.
+pub const MAX_DURATION_SECS: u64 = 7 * 24 * 3600;
+
+/// Checks a `*_secs` request field named `field`: absent, or 1 ..= [`MAX_DURATION_SECS`].
+/// Zero is refused rather than read as "no limit": leaving the field out means that.
+pub fn check_duration_secs(field: &str, value: Option<u64>) -> Result<(), String> {
+    match value {
+        Some(0) => Err(format!(
+            "{field} must be at least 1 second; leave it out for the default"
+        )),
+        Some(v) if v > MAX_DURATION_SECS => Err(format!(
+            "{field} {v} is out of range: use 1 to {MAX_DURATION_SECS} seconds (7 days)"
+        )),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_are_bounded() {
+        assert!(check_duration_secs("x_secs", None).is_ok());
+        assert!(check_duration_secs("x_secs", Some(1)).is_ok());
+        assert!(check_duration_secs("x_secs", Some(MAX_DURATION_SECS)).is_ok());
+        let zero = check_duration_secs("x_secs", Some(0)).unwrap_err();
+        assert!(zero.contains("x_secs must be at least 1 second"), "{zero}");
+        let huge = check_duration_secs("x_secs", Some(i64::MAX as u64)).unwrap_err();
+        assert!(
+            huge.contains("9223372036854775807") && huge.contains("604800 seconds (7 days)"),
+            "{huge}"
+        );
+        assert!(check_duration_secs("x_secs", Some(MAX_DURATION_SECS + 1)).is_err());
+    }
+}

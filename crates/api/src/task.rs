@@ -35,16 +35,32 @@ pub struct CreateTask {
     pub vcpus: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_mib: Option<u32>,
-    /// Kill the task (state `timed_out`) after this many seconds.
+    /// Kill the task (state `timed_out`) once this many seconds have passed since it was
+    /// accepted: boot, command, artifact copy and shutdown all count. 1 ..=
+    /// [`crate::MAX_DURATION_SECS`]; absent: no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_secs: Option<u64>,
-    /// Guest paths (files or directories) copied back to the host when the task ends.
+    /// Guest paths (files or directories) copied back to the host when the command has
+    /// exited. Special bits (setuid, setgid, sticky) are dropped; device nodes and fifos are
+    /// refused.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub artifacts: Vec<String>,
+    /// Most bytes of artifact archives this task may copy back; the daemon's own cap
+    /// (default 1 GiB) applies when absent or larger. Past it the task fails and nothing
+    /// of its artifacts is kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_artifact_bytes: Option<u64>,
     /// Mounted at `/workspace`: a workspace name (created isolated when unknown), or an
     /// absolute host directory. Held while the task runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workspace: Option<String>,
+}
+
+impl CreateTask {
+    /// Checks the request's durations (see [`crate::check_duration_secs`]).
+    pub fn check_durations(&self) -> Result<(), String> {
+        crate::check_duration_secs("timeout_secs", self.timeout_secs)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,7 +74,7 @@ pub enum TaskState {
     Exited,
     /// Aegis could not run the command or the VM failed: see `error`.
     Failed,
-    /// Killed after `timeout_secs`.
+    /// Killed once `timeout_secs` had passed since the task was accepted.
     TimedOut,
     /// Cancelled by a client.
     Cancelled,

@@ -21,7 +21,13 @@ pub struct Config {
     pub backend: BackendChoice,
     /// The shared HTTP router port (Host routing). Port 0 picks a free one.
     pub router_addr: std::net::SocketAddr,
+    /// Most bytes of artifact archives one task may copy back from its guest
+    /// ([`DEFAULT_MAX_ARTIFACT_BYTES`] unless configured); a task may ask for less.
+    pub max_artifact_bytes: u64,
 }
+
+/// Default cap on one task's artifacts: 1 GiB.
+pub const DEFAULT_MAX_ARTIFACT_BYTES: u64 = 1 << 30;
 
 /// The default shared router address.
 pub const DEFAULT_ROUTER_ADDR: &str = "127.0.0.1:8099";
@@ -35,6 +41,7 @@ impl Config {
             home,
             backend,
             router_addr: DEFAULT_ROUTER_ADDR.parse()?,
+            max_artifact_bytes: DEFAULT_MAX_ARTIFACT_BYTES,
         })
     }
 

@@ -92,6 +92,13 @@ impl FakeBackend {
         }
     }
 
+    /// Freezes the running VM `id` as a guest that hangs: its channel carries no more bytes in
+    /// either direction until it is killed. False if there is no such VM.
+    pub fn freeze(&self, id: &str) -> bool {
+        let vm = lock(&self.shared.vms).get(id).and_then(Weak::upgrade);
+        vm.map(|vm| vm.paused.send_replace(true)).is_some()
+    }
+
     /// The shares VM `id` was booted with (empty for an unknown VM).
     pub fn shares(&self, id: &str) -> Vec<Share> {
         lock(&self.shared.shares)

@@ -162,6 +162,7 @@ impl Args {
             memory_mib: self.memory,
             timeout_secs: self.timeout,
             artifacts: self.artifacts.clone(),
+            max_artifact_bytes: None,
             workspace: self.workspace.clone(),
         }
     }

@@ -106,16 +106,7 @@ pub fn validate(req: &CreateInstance, limits: &HostLimits) -> Result<(), ApiErro
             )));
         }
     }
-    for (what, v) in [
-        ("pause_after_secs", req.pause_after_secs),
-        ("terminate_after_secs", req.terminate_after_secs),
-        ("wake_timeout_secs", req.wake_timeout_secs),
-    ] {
-        if v == Some(0) {
-            return Err(bad(format!("{what} must be at least 1 second")));
-        }
-    }
-    Ok(())
+    req.check_durations().map_err(bad)
 }
 
 impl InstanceManager {

@@ -287,8 +287,11 @@ pub fn validate(req: &CreateTask, limits: &HostLimits) -> Result<(), ApiError> {
     };
     validate_vm(&vm, limits)?;
     let bad = |m: String| Err(ApiError::new(ErrorCode::InvalidRequest, m));
-    if req.timeout_secs == Some(0) {
-        return bad("timeout must be at least 1 second".into());
+    req.check_durations().or_else(bad)?;
+    if req.max_artifact_bytes == Some(0) {
+        return bad(
+            "max_artifact_bytes must be at least 1; leave it out for the daemon's cap".into(),
+        );
     }
     for a in &req.artifacts {
         if !a.starts_with('/') {

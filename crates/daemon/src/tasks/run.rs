@@ -1,14 +1,21 @@
 //! The runner of one task: boot, run, stream, collect, terminate. Whatever happens, the VM is
 //! gone, its run directory removed and the task's final state recorded when this returns.
+//!
+//! `timeout_secs` bounds the whole task from its acceptance (the runner starts right after):
+//! boot, command, artifact copy and shutdown. One exception: a boot under way is allowed to
+//! finish (at most [`vm::BOOT_TIMEOUT`]) so that its VM is torn down rather than dropped.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use aegis_api::{CreateTask, StreamName, Task, TaskState};
 use aegis_proto::session::RecvHalf;
 use aegis_proto::{ExitStatus, GuestMessage, HostMessage, ProcessSpec, SpawnError};
 
-use super::artifacts;
+use super::artifacts::{self, CollectError};
 use super::LiveTask;
 use crate::daemon::Daemon;
 use crate::guest::BootAssets;
@@ -28,6 +35,50 @@ enum Ending {
 /// The process id the host gives the task's command (one command per task VM).
 const TASK_PROC: u64 = 1;
 
+/// How long a VM holding durable state gets to power off cleanly.
+const POLITE_SHUTDOWN: Duration = Duration::from_secs(5);
+
+/// When the task's time is up: `timeout_secs` after acceptance, or never.
+struct Deadline {
+    at: Option<Instant>,
+    secs: u64,
+}
+
+impl Deadline {
+    fn after(secs: Option<u64>) -> Self {
+        // The API refuses absurd timeouts; should one get here anyway, a deadline past the
+        // clock's range is no deadline, never an overflow panic.
+        let at = secs.and_then(|s| Instant::now().checked_add(Duration::from_secs(s)));
+        Deadline {
+            at,
+            secs: secs.unwrap_or_default(),
+        }
+    }
+
+    async fn reached(&self) {
+        match self.at {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// `grace`, shortened to what is left before the deadline.
+    fn within(&self, grace: Duration) -> Duration {
+        match self.at {
+            Some(at) => grace.min(at.saturating_duration_since(Instant::now())),
+            None => grace,
+        }
+    }
+}
+
+/// Resolves with how the task ends early: cancelled, or out of time.
+async fn interrupted(live: &LiveTask, deadline: &Deadline) -> Ending {
+    tokio::select! {
+        _ = live.cancel.cancelled() => Ending::Cancelled(cancel_reason(live)),
+        _ = deadline.reached() => Ending::TimedOut(deadline.secs),
+    }
+}
+
 pub(super) async fn run(
     daemon: Arc<Daemon>,
     mut task: Task,
@@ -35,10 +86,12 @@ pub(super) async fn run(
     assets: BootAssets,
     live: Arc<LiveTask>,
 ) {
+    let deadline = Deadline::after(req.timeout_secs);
     let vm_id = ids::new_id("vm");
     let run_dir = daemon.config.run_dir().join(&vm_id);
 
-    // Boot in a task of its own: a cancellation must not drop a half-booted VM on the floor.
+    // Boot in a task of its own: a cancellation or the deadline must not drop a half-booted VM
+    // on the floor.
     let spec = LaunchSpec {
         vm_id: vm_id.clone(),
         run_dir: run_dir.clone(),
@@ -49,14 +102,10 @@ pub(super) async fn run(
     };
     let backend = daemon.backend.clone();
     let mut boot = tokio::spawn(async move { vm::launch(backend.as_ref(), spec).await });
-    let launched = tokio::select! {
-        r = &mut boot => Some(r),
-        _ = live.cancel.cancelled() => None,
-    };
-    let launched = match launched {
-        Some(r) => r,
-        // Cancelled during boot: let the boot finish, then tear it down below.
-        None => boot.await,
+    let (launched, early) = tokio::select! {
+        r = &mut boot => (r, None),
+        // Cancelled or out of time during boot: let the boot finish, then tear it down below.
+        e = interrupted(&live, &deadline) => (boot.await, Some(e)),
     };
     let mut gvm = match launched {
         Ok(Ok(gvm)) => Some(gvm),
@@ -84,17 +133,29 @@ pub(super) async fn run(
         vm::record(&daemon, &vm_id, &task.id, &run_dir, g.vm.pid());
     }
 
-    let ending = match gvm.as_mut() {
-        _ if live.cancel.is_cancelled() => Ending::Cancelled(cancel_reason(&live)),
-        None => Ending::Failed("the microVM vanished after boot".into()),
-        Some(g) => {
+    let ending = match (early, gvm.as_mut()) {
+        (Some(e), _) => e,
+        (None, _) if live.cancel.is_cancelled() => Ending::Cancelled(cancel_reason(&live)),
+        (None, None) => Ending::Failed("the microVM vanished after boot".into()),
+        (None, Some(g)) => {
             task.state = TaskState::Running;
             task.started_at = Some(ids::now());
             task.guest_kernel = Some(g.kernel_release.clone());
             save(&daemon, &task);
-            tokio::select! {
-                e = execute(g, &req, &live, &daemon, &mut task) => e,
-                _ = live.cancel.cancelled() => Ending::Cancelled(cancel_reason(&live)),
+            let stop = interrupted(&live, &deadline);
+            tokio::pin!(stop);
+            let ran = tokio::select! {
+                e = execute(g, &req, &live) => e,
+                e = &mut stop => e,
+            };
+            match ran {
+                Ending::Exited(status) if !req.artifacts.is_empty() => {
+                    match copy_artifacts(g, &req, &daemon, &mut task, &mut stop).await {
+                        Ok(()) => Ending::Exited(status),
+                        Err(e) => e,
+                    }
+                }
+                other => other,
             }
         }
     };
@@ -105,7 +166,12 @@ pub(super) async fn run(
     // ~100 ms of a clean power-off under TCG buy nothing.
     let polite =
         matches!(ending, Ending::Exited(_) | Ending::SpawnFailed(_)) && task.workspace.is_some();
-    cleanup(&daemon, &vm_id, &run_dir, gvm.map(|g| (g, polite))).await;
+    let grace = if polite {
+        deadline.within(POLITE_SHUTDOWN)
+    } else {
+        Duration::ZERO
+    };
+    cleanup(&daemon, &vm_id, &run_dir, gvm.map(|g| (g, grace))).await;
     finish(&daemon, &mut task, &live, ending).await;
 }
 
@@ -113,14 +179,8 @@ fn cancel_reason(live: &LiveTask) -> String {
     lock(&live.reason).clone().unwrap_or_default()
 }
 
-/// Runs the command in a booted VM and collects its artifacts.
-async fn execute(
-    g: &mut GuestVm,
-    req: &CreateTask,
-    live: &Arc<LiveTask>,
-    daemon: &Arc<Daemon>,
-    task: &mut Task,
-) -> Ending {
+/// Runs the command in a booted VM. The caller bounds it in time.
+async fn execute(g: &mut GuestVm, req: &CreateTask, live: &Arc<LiveTask>) -> Ending {
     let stdout = g.session.open_stream();
     let stderr = g.session.open_stream();
     let spawn = HostMessage::Spawn {
@@ -155,22 +215,10 @@ async fn execute(
         return Ending::Failed(format!("cannot start the command: {e}"));
     }
 
-    // The timeout runs from the moment the command starts, not from boot.
-    let mut deadline: Option<tokio::time::Instant> = None;
     let status = loop {
-        let sleep = async {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(d).await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
             ev = g.events.recv() => match ev {
-                Some(GuestMessage::Spawned { .. }) => {
-                    deadline = req
-                        .timeout_secs
-                        .map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
-                }
+                Some(GuestMessage::Spawned { .. }) => {}
                 Some(GuestMessage::SpawnFailed { error, .. }) => return Ending::SpawnFailed(error),
                 Some(GuestMessage::Exited { status, .. }) => break status,
                 Some(other) => tracing::debug!(?other, "unexpected guest message"),
@@ -186,7 +234,6 @@ async fn execute(
             exit = g.vm.wait() => {
                 return Ending::Failed(vm_died(&describe_exit(&exit), &g.vm.console_tail()));
             }
-            _ = sleep => return Ending::TimedOut(req.timeout_secs.unwrap_or_default()),
         }
     };
     // The guest closes both streams before it reports Exited; drain what is still queued.
@@ -197,16 +244,35 @@ async fn execute(
             _ => tracing::warn!("output stream did not end after the command exited"),
         }
     }
-    if !req.artifacts.is_empty() {
-        let dir = daemon.tasks.task_dir(daemon, &task.id).join("artifacts");
-        for path in &req.artifacts {
-            if let Err(e) = fetch_artifact(g, path, &dir).await {
-                return Ending::Failed(format!("cannot copy artifact {path} from the guest: {e}"));
-            }
-        }
-        task.artifacts_dir = Some(dir.display().to_string());
-    }
     Ending::Exited(status)
+}
+
+/// Copies the task's artifacts back under the smaller of the daemon's and the task's caps,
+/// unless `stop` (cancel, deadline) ends it first. Whatever ends it, nothing partial is left
+/// when this returns.
+async fn copy_artifacts(
+    g: &mut GuestVm,
+    req: &CreateTask,
+    daemon: &Daemon,
+    task: &mut Task,
+    stop: &mut (impl Future<Output = Ending> + Unpin),
+) -> Result<(), Ending> {
+    let dir = daemon.tasks.task_dir(daemon, &task.id).join("artifacts");
+    let daemon_cap = daemon.config.max_artifact_bytes;
+    let cap = req
+        .max_artifact_bytes
+        .map_or(daemon_cap, |c| c.min(daemon_cap));
+    match artifacts::collect(g, &req.artifacts, &dir, cap, stop).await {
+        Ok(()) => {
+            task.artifacts_dir = Some(dir.display().to_string());
+            Ok(())
+        }
+        Err(CollectError::Stopped(ending)) => Err(ending),
+        Err(CollectError::Failed { path, error }) => Err(Ending::Failed(match path {
+            Some(path) => format!("cannot copy artifact {path} from the guest: {error}"),
+            None => format!("cannot copy the artifacts from the guest: {error}"),
+        })),
+    }
 }
 
 fn vm_died(what: &str, console: &str) -> String {
@@ -240,46 +306,6 @@ async fn pump(mut rx: RecvHalf, stream: StreamName, live: Arc<LiveTask>) -> std:
     }
 }
 
-/// Asks the guest for `path` as a tar stream and unpacks it under `dir`.
-async fn fetch_artifact(g: &mut GuestVm, path: &str, dir: &std::path::Path) -> Result<(), String> {
-    let stream = g.session.open_stream();
-    let id = stream.id();
-    let (mut rx, _tx) = stream.into_split();
-    g.session
-        .send(HostMessage::ReadPath {
-            stream: id,
-            path: path.to_string(),
-        })
-        .await
-        .map_err(|e| e.to_string())?;
-    let data = async {
-        let mut data = Vec::new();
-        while let Some(chunk) = rx.recv().await.map_err(|e| e.to_string())? {
-            data.extend_from_slice(&chunk);
-        }
-        Ok::<_, String>(data)
-    };
-    let reply = async {
-        loop {
-            match g.events.recv().await {
-                Some(GuestMessage::PathSent { stream, error }) if stream == id => return error,
-                Some(_) => continue,
-                None => return Some("the guest channel closed".to_string()),
-            }
-        }
-    };
-    let (data, error) = tokio::join!(data, reply);
-    if let Some(e) = error {
-        return Err(e);
-    }
-    let data = data?;
-    let dir = dir.to_path_buf();
-    tokio::task::spawn_blocking(move || artifacts::unpack(&data, &dir))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())
-}
-
 /// Records the final state. Output is marked done only after the record is final, so a
 /// follower's `End` event carries the final task.
 async fn finish(daemon: &Daemon, task: &mut Task, live: &LiveTask, ending: Ending) {
@@ -305,7 +331,8 @@ async fn finish(daemon: &Daemon, task: &mut Task, live: &LiveTask, ending: Endin
         Ending::TimedOut(secs) => {
             task.state = TaskState::TimedOut;
             task.error = Some(format!(
-                "task {} timed out after {secs} s and was killed",
+                "task {} timed out after {secs} s and was killed (boot, command and artifact \
+                 copy all count against --timeout)",
                 task.id
             ));
         }
@@ -339,14 +366,9 @@ async fn cleanup(
     daemon: &Daemon,
     vm_id: &str,
     run_dir: &std::path::Path,
-    gvm: Option<(GuestVm, bool)>,
+    gvm: Option<(GuestVm, Duration)>,
 ) {
-    if let Some((g, polite)) = gvm {
-        let grace = if polite {
-            Duration::from_secs(5)
-        } else {
-            Duration::ZERO
-        };
+    if let Some((g, grace)) = gvm {
         g.shutdown(grace).await;
     }
     vm::forget(daemon, vm_id, run_dir);
