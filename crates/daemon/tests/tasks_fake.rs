@@ -176,35 +176,52 @@ fn no_artifacts_left(f: &Fixture, end: &Task) {
 
 #[tokio::test]
 async fn the_timeout_bounds_the_artifact_copy() {
-    // No cap to hit first: only the deadline can end this copy.
-    let f = fixture_with(|c| c.max_artifact_bytes = u64::MAX).await;
-    // A terabyte, sparse in the guest: the copy cannot finish before the deadline.
-    let mut r = with_artifacts("truncate -s 1T huge");
-    r.timeout_secs = Some(3);
+    let f = fixture().await;
+    // The command says it is ready, then waits for the test's go before it exits.
+    let mut r = with_artifacts(
+        "echo x > f; touch \"$HOME/ready\"; while [ ! -e \"$HOME/go\" ]; do sleep 0.05; done",
+    );
+    r.timeout_secs = Some(4);
     let t = f.daemon.tasks.create(&f.daemon, r).await.unwrap();
-    // Once the copy has begun, the guest hangs: the bytes stop, so does the disk use.
+    let root = loop {
+        if let [vm] = f.fake.running().as_slice() {
+            let root = f.daemon.config.run_dir().join(vm).join("root");
+            if root.join("ready").exists() {
+                // From now on the guest ignores the host: it reports its exit, but the
+                // request for the artifacts is never heard, so the copy outlasts the timeout.
+                assert!(f.fake.deafen(vm));
+                break root;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    std::fs::write(root.join("go"), b"").unwrap();
     let partial = f
         .daemon
         .tasks
         .task_dir(&f.daemon, &t.id)
         .join("artifacts.partial");
-    let mut frozen = false;
-    for _ in 0..1500 {
-        if partial.exists() {
-            let vms = f.fake.running();
-            frozen = vms.len() == 1 && f.fake.freeze(&vms[0]);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
+    let mut copying = false;
+    while !copying
+        && !f
+            .daemon
+            .tasks
+            .get(&f.daemon, &t.id)
+            .unwrap()
+            .state
+            .is_terminal()
+    {
+        copying = partial.exists();
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let (_, _, end) = follow(&f.daemon, &t.id, (0, 0)).await;
-    assert!(frozen, "the artifact copy never started: {end:?}");
+    assert!(copying, "the artifact copy never started: {end:?}");
     assert_eq!(end.state, TaskState::TimedOut, "{end:?}");
     assert!(end
         .error
         .as_deref()
         .unwrap()
-        .contains("timed out after 3 s"));
+        .contains("timed out after 4 s"));
     assert!(f.fake.running().is_empty(), "VM cleaned up");
     assert!(f.daemon.registry.list_vms().unwrap().is_empty());
     no_artifacts_left(&f, &end);

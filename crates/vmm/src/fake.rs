@@ -92,11 +92,11 @@ impl FakeBackend {
         }
     }
 
-    /// Freezes the running VM `id` as a guest that hangs: its channel carries no more bytes in
-    /// either direction until it is killed. False if there is no such VM.
-    pub fn freeze(&self, id: &str) -> bool {
+    /// The running VM `id` stops hearing the host, as a guest that ignores requests: what the
+    /// host sends is held, what the guest sends still arrives. False if there is no such VM.
+    pub fn deafen(&self, id: &str) -> bool {
         let vm = lock(&self.shared.vms).get(id).and_then(Weak::upgrade);
-        vm.map(|vm| vm.paused.send_replace(true)).is_some()
+        vm.map(|vm| vm.deaf.send_replace(true)).is_some()
     }
 
     /// The shares VM `id` was booted with (empty for an unknown VM).
@@ -184,12 +184,14 @@ impl Backend for FakeBackend {
         });
         let (exit, _) = watch::channel(None);
         let (paused, _) = watch::channel(false);
+        let (deaf, _) = watch::channel(false);
         let state = Arc::new(FakeVmState {
             id: spec.id.clone(),
             run_dir: spec.run_dir.clone(),
             agent: Arc::new(agent),
             exit,
             paused,
+            deaf,
             console: Mutex::new(String::new()),
             connection: Mutex::new(None),
         });
@@ -231,6 +233,8 @@ struct FakeVmState {
     agent: Arc<Agent>,
     exit: watch::Sender<Option<VmExit>>,
     paused: watch::Sender<bool>,
+    /// Host-to-guest bytes are held (see [`FakeBackend::deafen`]).
+    deaf: watch::Sender<bool>,
     console: Mutex<String>,
     /// Tasks of the current channel.
     connection: Mutex<Option<Connection>>,
@@ -346,8 +350,8 @@ impl Vm for FakeVm {
             }
         });
         let relays = [
-            tokio::spawn(relay(hr, gw, st.paused.subscribe())),
-            tokio::spawn(relay(gr, hw, st.paused.subscribe())),
+            tokio::spawn(relay(hr, gw, [st.paused.subscribe(), st.deaf.subscribe()])),
+            tokio::spawn(relay(gr, hw, [st.paused.subscribe()])),
         ];
         *lock(&st.connection) = Some(Connection { relays, serve });
         // A crash may have raced with this connect.
@@ -410,15 +414,15 @@ impl Drop for FakeVm {
     }
 }
 
-/// Copies `from` to `to`, holding bytes (never dropping them) while `paused` is true.
-async fn relay<R, W>(mut from: R, mut to: W, mut paused: watch::Receiver<bool>)
+/// Copies `from` to `to`, holding bytes (never dropping them) while any of `holds` is true.
+async fn relay<R, W, const N: usize>(mut from: R, mut to: W, mut holds: [watch::Receiver<bool>; N])
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        if wait_unpaused(&mut paused).await.is_err() {
+        if wait_released(&mut holds).await.is_err() {
             return;
         }
         let n = match from.read(&mut buf).await {
@@ -429,7 +433,7 @@ where
             Ok(n) => n,
         };
         // Paused while reading: hold these bytes until resumed.
-        if wait_unpaused(&mut paused).await.is_err() {
+        if wait_released(&mut holds).await.is_err() {
             return;
         }
         if to.write_all(&buf[..n]).await.is_err() {
@@ -438,9 +442,10 @@ where
     }
 }
 
-async fn wait_unpaused(paused: &mut watch::Receiver<bool>) -> Result<(), ()> {
-    while *paused.borrow_and_update() {
-        paused.changed().await.map_err(|_| ())?;
+async fn wait_released(holds: &mut [watch::Receiver<bool>]) -> Result<(), ()> {
+    // Re-checked after every change: one hold may be set while waiting for another.
+    while let Some(hold) = holds.iter_mut().find(|h| *h.borrow()) {
+        hold.changed().await.map_err(|_| ())?;
     }
     Ok(())
 }

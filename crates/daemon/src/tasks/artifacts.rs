@@ -2,9 +2,11 @@
 //! disk under a size cap.
 //!
 //! The guest is untrusted. Entries that would land outside the destination (`..`, absolute
-//! paths, links pointing out) are refused, and so are device nodes, fifos and sparse files;
-//! setuid, setgid and sticky bits are dropped, and the owner can always read and remove what
-//! arrived. Everything lands in a staging directory that is renamed into place only once every
+//! paths, links pointing out) are refused, and so are device nodes and fifos; setuid, setgid
+//! and sticky bits are dropped, and the owner can always read and remove what arrived. Sparse
+//! files stay sparse: the cap counts the bytes the guest sent, which bound the host disk used.
+//!
+//! Everything lands in a staging directory that is renamed into place only once every
 //! artifact arrived whole, so a failed, over-cap, timed-out or cancelled copy leaves nothing.
 
 use std::future::Future;
@@ -13,17 +15,15 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use aegis_proto::{GuestMessage, HostMessage};
+use aegis_proto::{GuestMessage, HostMessage, Session};
 use bytes::Bytes;
 use tokio::sync::mpsc;
-
-use crate::vm::GuestVm;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArtifactError {
     #[error("artifact archive entry '{0}' escapes the artifacts directory; refused")]
     Escape(String),
-    #[error("artifact archive entry '{0}' is a device node, fifo or sparse file; refused")]
+    #[error("artifact archive entry '{0}' is a device node or fifo; refused")]
     Special(String),
     #[error(
         "the artifacts exceed this task's cap of {cap} bytes; nothing was kept (copy less, or \
@@ -58,7 +58,8 @@ pub enum CollectError<S> {
 /// all, unless `stop` resolves first. Unless it succeeds, nothing of `dest` is left when it
 /// returns.
 pub async fn collect<F: Future + Unpin>(
-    g: &mut GuestVm,
+    session: &Session,
+    events: &mut mpsc::Receiver<GuestMessage>,
     paths: &[String],
     dest: &Path,
     cap: u64,
@@ -71,7 +72,8 @@ pub async fn collect<F: Future + Unpin>(
     let staging = Staging::create(dest).map_err(failed(None))?;
     let mut left = cap;
     for path in paths {
-        match fetch(g, path, &staging, cap, &mut left, &mut *stop).await {
+        let guest = (session, &mut *events);
+        match fetch(guest, path, &staging, cap, &mut left, &mut *stop).await {
             Ok(()) => {}
             Err(Fetch::Stopped(s)) => return Err(CollectError::Stopped(s)),
             Err(Fetch::Failed(e)) => return Err(failed(Some(path))(e)),
@@ -88,17 +90,17 @@ enum Fetch<S> {
 /// Asks the guest for `path` as a tar stream and unpacks it into `staging` on a blocking
 /// thread, taking each received byte off `left`. The thread has ended when this returns.
 async fn fetch<F: Future + Unpin>(
-    g: &mut GuestVm,
+    (session, events): (&Session, &mut mpsc::Receiver<GuestMessage>),
     path: &str,
     staging: &Arc<Staging>,
     cap: u64,
     left: &mut u64,
     stop: &mut F,
 ) -> Result<(), Fetch<F::Output>> {
-    let stream = g.session.open_stream();
+    let stream = session.open_stream();
     let id = stream.id();
     let (mut rx, _tx) = stream.into_split();
-    g.session
+    session
         .send(HostMessage::ReadPath {
             stream: id,
             path: path.to_string(),
@@ -142,7 +144,7 @@ async fn fetch<F: Future + Unpin>(
     };
     let reply = async {
         loop {
-            match g.events.recv().await {
+            match events.recv().await {
                 Some(GuestMessage::PathSent { stream, error }) if stream == id => {
                     return match error {
                         None => Ok(()),
@@ -312,7 +314,7 @@ pub fn unpack(archive: impl Read, dest: &Path) -> Result<(), ArtifactError> {
                     return Err(ArtifactError::Escape(name));
                 }
             }
-            Char | Block | Fifo | GNUSparse => return Err(ArtifactError::Special(name)),
+            Char | Block | Fifo => return Err(ArtifactError::Special(name)),
             _ => {}
         }
         // unpack_in re-checks containment against symlinks created by earlier entries.
@@ -456,9 +458,9 @@ mod tests {
     }
 
     #[test]
-    fn devices_fifos_and_sparse_files_are_refused() {
+    fn devices_and_fifos_are_refused() {
         use tar::EntryType::*;
-        for kind in [Char, Block, Fifo, GNUSparse] {
+        for kind in [Char, Block, Fifo] {
             let dir = tempfile::tempdir().unwrap();
             let a = archive(|b| entry(b, "dev", kind, 0o666));
             let e = unpack(&a[..], dir.path()).unwrap_err();

@@ -262,7 +262,8 @@ async fn copy_artifacts(
     let cap = req
         .max_artifact_bytes
         .map_or(daemon_cap, |c| c.min(daemon_cap));
-    match artifacts::collect(g, &req.artifacts, &dir, cap, stop).await {
+    let copied = artifacts::collect(&g.session, &mut g.events, &req.artifacts, &dir, cap, stop);
+    match copied.await {
         Ok(()) => {
             task.artifacts_dir = Some(dir.display().to_string());
             Ok(())
