@@ -40,10 +40,10 @@ fn guest(reply: Reply) -> (Session, mpsc::Receiver<GuestMessage>) {
                     return;
                 }
             }
-            while endless {
-                if tx.send(Bytes::from(vec![0u8; 64 * 1024])).await.is_err() {
-                    return;
-                }
+            if endless {
+                // Until the host stops reading, which resets the stream.
+                while tx.send(Bytes::from(vec![0u8; 64 * 1024])).await.is_ok() {}
+                continue;
             }
             let _ = tx.finish().await;
             let _ = session
