@@ -333,7 +333,7 @@ async fn finish(daemon: &Daemon, task: &mut Task, live: &LiveTask, ending: Endin
             task.state = TaskState::TimedOut;
             task.error = Some(format!(
                 "task {} timed out after {secs} s and was killed (boot, command and artifact \
-                 copy all count against --timeout)",
+                 copy all count)",
                 task.id
             ));
         }
