@@ -1,6 +1,7 @@
-//! Workspaces with real microVMs: host-path workspaces, persistence across VMs, concurrent
-//! writers on a shared workspace, isolation and deletion rules; and nothing left behind
-//! (no QEMU, no virtiofsd) after any of it.
+//! Workspaces with real microVMs: host-path workspaces, read-only ones enforced by the host,
+//! no device nodes from a guest, persistence across VMs, concurrent writers on a shared
+//! workspace, isolation and deletion rules; and nothing left behind (no QEMU, no virtiofsd)
+//! after any of it.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -62,6 +63,96 @@ fn a_host_directory_is_seen_and_edited_in_place() {
     let o = d.aegis(&["run", "--workspace", "./no-such-dir", "--", "true"]);
     assert_eq!(code(&o), 125);
     assert!(stderr(&o).contains("no-such-dir"), "{}", stderr(&o));
+    leftovers(&d, &[&dir]);
+}
+
+/// `run --workspace ./dir:ro`: the guest reads the directory, and every change it tries
+/// fails, even after it remounts its `/workspace` read-write (so it is the host that
+/// refuses); the host's files are unchanged. A read-write run then cannot create a device
+/// node there (virtiofsd has no CAP_MKNOD) but can create a FIFO.
+#[test]
+fn a_read_only_workspace_is_read_only_on_the_host() {
+    let d = TestDaemon::start("qemu");
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("src");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("input.txt"), "from the host\n").unwrap();
+    let script = "cat /workspace/input.txt; \
+        try() { if \"$@\" 2>/dev/null; then echo \"$1: changed\"; else echo \"$1: refused\"; fi; }; \
+        try touch /workspace/new; \
+        mount -o remount,rw /workspace && echo remounted; \
+        try sh -c 'echo evil > /workspace/input.txt'; \
+        try rm /workspace/input.txt; \
+        try mkdir /workspace/dir; \
+        try chmod 777 /workspace/input.txt; \
+        cat /workspace/input.txt";
+    let o = d
+        .aegis_cmd(&[
+            "run",
+            "--image",
+            "busybox",
+            "--workspace",
+            "./src:ro",
+            "--",
+            "sh",
+            "-c",
+            script,
+        ])
+        .current_dir(parent.path())
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let out = stdout(&o);
+    assert_eq!(
+        out,
+        "from the host\n\
+         touch: refused\n\
+         remounted\n\
+         sh: refused\n\
+         rm: refused\n\
+         mkdir: refused\n\
+         chmod: refused\n\
+         from the host\n",
+        "{}",
+        stderr(&o)
+    );
+    let names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["input.txt"]);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("input.txt")).unwrap(),
+        "from the host\n"
+    );
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(dir.join("input.txt"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_ne!(mode & 0o777, 0o777);
+
+    // Read-write: a device node (the host's first disk) is refused, a FIFO is fine.
+    let o = d
+        .aegis_cmd(&[
+            "run",
+            "--image",
+            "busybox",
+            "--workspace",
+            "./src",
+            "--",
+            "sh",
+            "-c",
+            "if mknod /workspace/disk b 8 0 2>/dev/null; then echo node; else echo no node; fi; \
+             mkfifo /workspace/fifo && echo fifo",
+        ])
+        .current_dir(parent.path())
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(stdout(&o), "no node\nfifo\n");
+    assert!(!dir.join("disk").exists());
+    assert!(std::fs::symlink_metadata(dir.join("fifo")).is_ok());
     leftovers(&d, &[&dir]);
 }
 

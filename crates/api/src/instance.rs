@@ -102,8 +102,9 @@ pub struct CreateInstance {
     /// the image's `User`, else root, when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
-    /// Mounted at `/workspace`: a workspace name, or an absolute host directory. Held for the
-    /// instance's whole life (it can wake at any time).
+    /// Mounted at `/workspace`: a workspace name, or an absolute host directory, `:ro` after it
+    /// for read-only ([`crate::WorkspaceSpec`]). Held for the instance's whole life (it can
+    /// wake at any time).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workspace: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

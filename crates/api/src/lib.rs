@@ -25,7 +25,7 @@ pub use instance::{
 };
 pub use status::{CapabilitiesInfo, Status};
 pub use task::{CreateTask, OutputEvent, StreamName, Task, TaskState};
-pub use workspace::{CreateWorkspace, Workspace, WorkspaceMode};
+pub use workspace::{CreateWorkspace, Workspace, WorkspaceMode, WorkspaceSpec};
 
 /// Default guest image for tasks.
 pub const DEFAULT_IMAGE: &str = "debian";

@@ -51,7 +51,8 @@ pub struct CreateTask {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_artifact_bytes: Option<u64>,
     /// Mounted at `/workspace`: a workspace name (created isolated when unknown), or an
-    /// absolute host directory. Held while the task runs.
+    /// absolute host directory, `:ro` after it for read-only ([`crate::WorkspaceSpec`]).
+    /// Held while the task runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workspace: Option<String>,
 }
@@ -142,7 +143,7 @@ pub struct Task {
     /// Guest kernel release as reported by the harness (`uname -r`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guest_kernel: Option<String>,
-    /// The workspace mounted at `/workspace` (name or host path), if any.
+    /// The workspace mounted at `/workspace` (name or host path, `:ro` if read-only), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workspace: Option<String>,
 }

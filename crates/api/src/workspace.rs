@@ -5,7 +5,8 @@
 //! - `DELETE /v1/workspaces/{name}` -> 204; 409 while a task or instance holds it.
 //!
 //! A task or instance names its workspace in `workspace`: a workspace name (created isolated
-//! when unknown) or an absolute host directory (a host-path workspace, not recorded here).
+//! when unknown) or an absolute host directory (a host-path workspace, not recorded here),
+//! optionally followed by `:ro` to mount it read-only ([`WorkspaceSpec`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -38,6 +39,45 @@ impl std::str::FromStr for WorkspaceMode {
             other => Err(format!(
                 "unknown workspace mode '{other}': use isolated or shared"
             )),
+        }
+    }
+}
+
+/// The `workspace` value of a task or instance request, split: `TARGET[:ro|:rw]`.
+///
+/// TARGET is a workspace name or an absolute host directory. `:ro` mounts it read-only
+/// (enforced on the host, not only in the guest); `:rw`, the default, read-write. A directory
+/// whose own name ends in `:ro` or `:rw` is written with an explicit `:rw` after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkspaceSpec {
+    /// The workspace name or the host directory.
+    pub target: String,
+    pub read_only: bool,
+}
+
+impl WorkspaceSpec {
+    /// Splits a request value (never fails: the target is checked by whoever uses it).
+    pub fn parse(value: &str) -> WorkspaceSpec {
+        let (target, read_only) = match value.rsplit_once(':') {
+            Some((target, "ro")) => (target, true),
+            Some((target, "rw")) => (target, false),
+            _ => (value, false),
+        };
+        WorkspaceSpec {
+            target: target.to_string(),
+            read_only,
+        }
+    }
+
+    /// The request value, as recorded and shown: `TARGET` or `TARGET:ro` (`:rw` is only kept
+    /// where the target itself ends in a mode suffix, so that parsing it again gives this).
+    pub fn to_request(&self) -> String {
+        if self.read_only {
+            format!("{}:ro", self.target)
+        } else if self.target.ends_with(":ro") || self.target.ends_with(":rw") {
+            format!("{}:rw", self.target)
+        } else {
+            self.target.clone()
         }
     }
 }
@@ -80,5 +120,28 @@ mod tests {
         assert!(serde_json::from_str::<CreateWorkspace>(r#"{"name":"w","mode":"x"}"#).is_err());
         assert_eq!("shared".parse::<WorkspaceMode>(), Ok(WorkspaceMode::Shared));
         assert!("other".parse::<WorkspaceMode>().is_err());
+    }
+
+    #[test]
+    fn specs_split_the_mode_suffix_and_round_trip() {
+        let ro = |t: &str| WorkspaceSpec {
+            target: t.into(),
+            read_only: true,
+        };
+        let rw = |t: &str| WorkspaceSpec {
+            target: t.into(),
+            read_only: false,
+        };
+        assert_eq!(WorkspaceSpec::parse("data"), rw("data"));
+        assert_eq!(WorkspaceSpec::parse("data:ro"), ro("data"));
+        assert_eq!(WorkspaceSpec::parse("data:rw"), rw("data"));
+        assert_eq!(WorkspaceSpec::parse("/srv/a:b"), rw("/srv/a:b"));
+        assert_eq!(WorkspaceSpec::parse("/srv/x:ro:rw"), rw("/srv/x:ro"));
+        for value in ["data", "data:ro", "/srv/a:b", "/srv/a:b:ro", "/srv/x:ro:rw"] {
+            let spec = WorkspaceSpec::parse(value);
+            assert_eq!(spec.to_request(), value);
+            assert_eq!(WorkspaceSpec::parse(&spec.to_request()), spec);
+        }
+        assert_eq!(WorkspaceSpec::parse("data:rw").to_request(), "data");
     }
 }

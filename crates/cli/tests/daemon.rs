@@ -78,6 +78,27 @@ async fn up_and_down_are_no_ops_when_there_is_nothing_to_do() {
     assert_eq!(stdout(&o), "aegisd is not running\n");
 }
 
+/// The router has no authentication: `up` warns whenever the daemon's router is reachable
+/// from other hosts, and stays quiet on loopback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_warns_about_a_router_beyond_loopback() {
+    let daemon = FakeDaemon::start(|_, _| json(200, &status()));
+    let o = run_aegis(daemon.home(), &["up"]).await;
+    assert_eq!(stderr(&o), "");
+    let exposed = Status {
+        router_addr: "0.0.0.0:8099".into(),
+        ..status()
+    };
+    let daemon = FakeDaemon::start(move |_, _| json(200, &exposed));
+    let o = run_aegis(daemon.home(), &["up"]).await;
+    assert_eq!(o.status.code(), Some(0));
+    let e = stderr(&o);
+    assert!(
+        e.contains("WARNING") && e.contains("0.0.0.0:8099") && e.contains("no authentication"),
+        "{e}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_shows_why_a_daemon_died_at_start() {
     let (dir, home) = missing_home();

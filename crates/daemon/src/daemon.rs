@@ -111,6 +111,17 @@ impl Daemon {
         let bound = listener.local_addr()?;
         let _ = self.router_addr.set(bound);
         tracing::info!(addr = %bound, "shared HTTP router listening");
+        if !bound.ip().is_loopback() {
+            // The router has no authentication: whoever reaches this address reaches every
+            // served app (docs/ROUTER.md, "Exposure").
+            tracing::warn!(
+                addr = %bound,
+                "THE SHARED HTTP ROUTER LISTENS ON A NON-LOOPBACK ADDRESS: it has no \
+                 authentication, so anyone who can reach {bound} can use every app served \
+                 by name and wake its VMs. Use --router-addr 127.0.0.1:PORT unless you \
+                 put access control in front of it"
+            );
+        }
         let resolver = Arc::new(crate::instances::NameResolver(Arc::downgrade(self)));
         tokio::spawn(aegis_router::serve_shared_http_on(
             self.router_workers.clone(),

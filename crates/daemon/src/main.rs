@@ -16,6 +16,8 @@ struct Args {
     #[arg(long, env = "AEGIS_BACKEND", default_value = "auto")]
     backend: String,
     /// Address of the shared HTTP router port (apps by Host name); port 0 picks a free one.
+    /// The router has no authentication: an address other than loopback is logged as a
+    /// warning at start-up (docs/ROUTER.md, "Exposure").
     #[arg(long, env = "AEGIS_ROUTER_ADDR", default_value = aegisd::config::DEFAULT_ROUTER_ADDR)]
     router_addr: std::net::SocketAddr,
 }

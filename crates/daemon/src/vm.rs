@@ -91,6 +91,10 @@ pub fn vm_spec(spec: &LaunchSpec, scratch: &Path) -> VmSpec {
     {
         // The harness mounts this share at /workspace.
         kernel_args.push(format!("aegis.workspace={}", ws.tag));
+        if ws.read_only {
+            // Only so that the guest sees EROFS from its own mount; the host enforces it.
+            kernel_args.push("aegis.workspace_ro".into());
+        }
     }
     VmSpec {
         id: spec.vm_id.clone(),

@@ -217,6 +217,24 @@ async fn create_publish_serve_switch_rollback_remove() {
     assert_eq!(e.error.code, ErrorCode::InvalidRequest);
     assert!(e.error.message.contains("no-such-dir"), "{e}");
     assert_eq!(blobs(), before);
+    // The Aegis home (or a directory holding it) is never published: a 400, nothing stored.
+    for overlapping in [home.path(), home.path().parent().unwrap()] {
+        let e = d
+            .apps
+            .publish(
+                &d,
+                "site",
+                PublishRelease {
+                    from: Some(overlapping.display().to_string()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(e.error.code, ErrorCode::InvalidRequest);
+        assert!(e.error.message.contains("overlaps the Aegis home"), "{e}");
+    }
+    assert_eq!(blobs(), before);
     assert!(d.apps.releases(&d, "site").unwrap().is_empty());
 
     let www = tempfile::tempdir().unwrap();

@@ -63,7 +63,13 @@ pub(crate) struct ProcessSpec<'a> {
     pub log: &'a Path,
     /// The pid is written here (atomically) once the process runs.
     pub pid_file: &'a Path,
+    /// Runs in the forked child after the common set-up, just before exec. It must only make
+    /// async-signal-safe calls: no allocation, no locks.
+    pub child_setup: Option<ChildSetup>,
 }
+
+/// Extra set-up of a child process before exec (see [`ProcessSpec::child_setup`]).
+pub(crate) type ChildSetup = Box<dyn FnMut() -> io::Result<()> + Send + Sync>;
 
 /// A running (or exited) VMM process.
 pub(crate) struct VmmProcess {
@@ -116,6 +122,13 @@ impl VmmProcess {
                 }
                 Ok(())
             });
+        }
+        if let Some(setup) = spec.child_setup {
+            // SAFETY: the caller's closure runs in the forked child before exec; its contract
+            // (ProcessSpec::child_setup) is the same as above: async-signal-safe calls only.
+            unsafe {
+                command.pre_exec(setup);
+            }
         }
 
         let (reply, reply_rx) = oneshot::channel();
@@ -368,6 +381,7 @@ mod tests {
             args,
             log: &f.log,
             pid_file: &f.pid,
+            child_setup: None,
         }
     }
 

@@ -131,8 +131,9 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N")]
     release: Option<u32>,
     /// Mount a workspace at /workspace in the app's VMs: a workspace NAME (created isolated
-    /// if unknown) or a host directory PATH. Kept across release switches.
-    #[arg(long, value_name = "NAME|PATH", value_parser = crate::commands::workspace::workspace_arg)]
+    /// if unknown) or a host directory PATH; `:ro` after it mounts it read-only. Kept across
+    /// release switches.
+    #[arg(long, value_name = "NAME|PATH[:ro]", value_parser = crate::commands::workspace::workspace_arg)]
     workspace: Option<String>,
 }
 

@@ -38,6 +38,7 @@ Examples:
   aegis run --timeout 5m --artifact /out -- sh -c 'mkdir /out && date > /out/when'
   aegis run --workspace ./data -- python3 analyze.py   # sees and edits ./data at /workspace
   aegis run --workspace notes -- sh -c 'date >> /workspace/log'   # a named workspace
+  aegis run --workspace ./src:ro -- make -C /workspace test      # read-only: cannot change ./src
   id=$(aegis run --detach -- sleep 60); aegis task logs --follow \"$id\"
   aegis run --expose 8000:http -- python3 -m http.server 8000
   aegis run --expose 8080:80:http --expose 5432:tcp --pause-after 30s -- python3 app.py
@@ -97,8 +98,9 @@ pub struct Args {
 
     /// Mount a workspace at /workspace: a workspace NAME (created isolated if it does not
     /// exist; see `aegis workspace`) or a host directory PATH (`./dir`, `/abs/dir`), which the
-    /// command sees and edits in place. Its data outlives the VM.
-    #[arg(long, value_name = "NAME|PATH", value_parser = crate::commands::workspace::workspace_arg)]
+    /// command sees and edits in place. Its data outlives the VM. `:ro` after it
+    /// (`./src:ro`) mounts it read-only, enforced by the host.
+    #[arg(long, value_name = "NAME|PATH[:ro]", value_parser = crate::commands::workspace::workspace_arg)]
     pub workspace: Option<String>,
 
     /// Print the task (or instance) id and return at once; follow it with

@@ -23,9 +23,14 @@ and waits until it answers (at most 30s). Does nothing if it is already running.
 
 aegisd is looked for in $AEGIS_DAEMON, then beside the aegis executable, then on PATH.
 
+The shared HTTP router (apps by Host name) listens on 127.0.0.1:8099 unless --router-addr
+(or $AEGIS_ROUTER_ADDR) says otherwise. It has no authentication: an address other than
+loopback lets everyone who reaches it use every served app, and `aegis up` warns about it.
+
 Examples:
   aegis up
   aegis up --backend qemu
+  aegis up --router-addr 127.0.0.1:8080
   AEGIS_HOME=/tmp/aegis-test aegis up --backend fake";
 
 /// Start the Aegis daemon (aegisd) in the background.
@@ -36,6 +41,24 @@ pub struct Args {
     /// `aegis doctor`).
     #[arg(long, value_name = "BACKEND", value_parser = ["auto", "qemu", "firecracker", "libkrun", "fake"])]
     backend: Option<String>,
+    /// Address of the shared HTTP router (default 127.0.0.1:8099, or $AEGIS_ROUTER_ADDR).
+    /// It has no authentication: keep it on loopback unless something guards it.
+    #[arg(long, value_name = "IP:PORT")]
+    router_addr: Option<std::net::SocketAddr>,
+}
+
+/// The warning to print when the router listens where other hosts can reach it.
+fn router_warning(router_addr: &str) -> Option<String> {
+    let addr: std::net::SocketAddr = router_addr.parse().ok()?;
+    (!addr.ip().is_loopback()).then(|| {
+        format!(
+            "aegis: WARNING: the shared HTTP router listens on {addr}, which is not a loopback \
+             address, and it has no authentication: anyone who can reach it can use every app \
+             served by name and wake its VMs. Restart with `aegis down && aegis up \
+             --router-addr 127.0.0.1:{}` unless access to it is controlled (docs/ROUTER.md)",
+            addr.port()
+        )
+    })
 }
 
 pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<i32> {
@@ -45,6 +68,19 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<i32> {
                 "aegisd is already running (pid {}, backend {})",
                 status.pid, status.backend
             );
+            if let Some(warning) = router_warning(&status.router_addr) {
+                eprintln!("{warning}");
+            }
+            if let Some(wanted) = args
+                .router_addr
+                .filter(|a| a.to_string() != status.router_addr && a.port() != 0)
+            {
+                eprintln!(
+                    "aegis: the running daemon's router listens on {}, not {wanted}; run \
+                     `aegis down` first to change it",
+                    status.router_addr
+                );
+            }
             if let Some(wanted) = args
                 .backend
                 .filter(|b| *b != "auto" && *b != status.backend)
@@ -82,6 +118,9 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<i32> {
     if let Some(backend) = &args.backend {
         command.arg("--backend").arg(backend);
     }
+    if let Some(addr) = &args.router_addr {
+        command.arg("--router-addr").arg(addr.to_string());
+    }
     command
         // Its log is a file: escape codes would only clutter it.
         .env("NO_COLOR", "1")
@@ -116,6 +155,9 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<i32> {
                 "aegisd started (pid {}, backend {})",
                 status.pid, status.backend
             );
+            if let Some(warning) = router_warning(&status.router_addr) {
+                eprintln!("{warning}");
+            }
             return Ok(0);
         }
         if let Some(how) = child
@@ -152,5 +194,21 @@ fn print_tail(log: &std::path::Path, from: u64) {
     }
     for line in tail {
         eprintln!("  {line}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_router_beyond_loopback_is_warned_about() {
+        for quiet in ["127.0.0.1:8099", "[::1]:8099", "127.0.0.2:80", ""] {
+            assert_eq!(router_warning(quiet), None, "{quiet}");
+        }
+        for loud in ["0.0.0.0:8099", "192.168.1.5:80", "[::]:8099"] {
+            let w = router_warning(loud).expect(loud);
+            assert!(w.contains("no authentication") && w.contains(loud), "{w}");
+        }
     }
 }

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::SystemTime;
 
-use aegis_api::{CreateWorkspace, Workspace, WorkspaceMode};
+use aegis_api::{CreateWorkspace, Workspace, WorkspaceMode, WorkspaceSpec};
 
 use crate::context::Context;
 use crate::render;
@@ -15,12 +15,15 @@ A workspace is a directory that outlives VMs: `aegis run --workspace NAME` mount
 the VM ends (it is never part of a memory snapshot). Isolated workspaces (the default) are
 used by one task or instance at a time; shared ones by any number at once. A task holds its
 workspace while it runs, a served instance for as long as it exists. `run --workspace PATH`
-mounts a host directory instead (no workspace object). See docs/WORKSPACES.md.
+mounts a host directory instead (no workspace object). Add `:ro` (`--workspace data:ro`,
+`--workspace ./src:ro`) to mount it read-only: the host refuses every write, whatever the
+guest does. See docs/WORKSPACES.md.
 
 Examples:
   aegis workspace create data
   aegis workspace create team --shared
   aegis run --workspace data -- sh -c 'echo hi > /workspace/note'
+  aegis run --workspace ./src:ro -- make -C /workspace check
   aegis workspace ls
   aegis workspace inspect data | jq .used_by
   aegis workspace rm data";
@@ -180,27 +183,30 @@ fn details(ws: &Workspace) -> String {
     ])
 }
 
-/// The value of `run --workspace`: a workspace name as given, or a host directory made
-/// absolute and canonical (anything with a '/' or starting with '.' is a path).
+/// The value of `run --workspace`: `NAME|PATH[:ro]`, a workspace name as given, or a host
+/// directory made absolute and canonical (anything with a '/' or starting with '.' is a
+/// path), followed by `:ro` when asked for read-only.
 pub fn workspace_arg(value: &str) -> Result<String, String> {
-    if value.is_empty() {
+    let mut spec = WorkspaceSpec::parse(value);
+    let target = spec.target.as_str();
+    if target.is_empty() {
         return Err("a workspace name or a directory is required".into());
     }
-    if !(value.contains('/') || value.starts_with('.')) {
-        return Ok(value.to_string());
+    if !(target.contains('/') || target.starts_with('.')) {
+        return Ok(spec.to_request());
     }
-    let path = Path::new(value);
-    let canonical = std::fs::canonicalize(path)
-        .map_err(|e| format!("workspace directory '{value}' cannot be used: {e}"))?;
+    let canonical = std::fs::canonicalize(Path::new(target))
+        .map_err(|e| format!("workspace directory '{target}' cannot be used: {e}"))?;
     if !canonical.is_dir() {
         return Err(format!(
-            "workspace '{value}' is not a directory; pass a directory or a workspace name"
+            "workspace '{target}' is not a directory; pass a directory or a workspace name"
         ));
     }
-    canonical
+    spec.target = canonical
         .to_str()
         .map(str::to_string)
-        .ok_or_else(|| format!("workspace directory '{value}' is not valid UTF-8"))
+        .ok_or_else(|| format!("workspace directory '{target}' is not valid UTF-8"))?;
+    Ok(spec.to_request())
 }
 
 #[cfg(test)]
@@ -230,6 +236,13 @@ mod tests {
             .unwrap_err()
             .contains("not a directory"));
         assert!(workspace_arg("").is_err());
+        assert!(workspace_arg(":ro").is_err());
+        assert_eq!(workspace_arg("data:ro").unwrap(), "data:ro");
+        assert_eq!(workspace_arg("data:rw").unwrap(), "data");
+        assert_eq!(
+            workspace_arg(&format!("{}:ro", dir.path().display())).unwrap(),
+            format!("{}:ro", canonical.display())
+        );
     }
 
     #[test]

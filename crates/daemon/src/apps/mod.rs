@@ -18,6 +18,7 @@ use aegis_api::{
 use aegis_oci::{ImageConfig, LayerRecord};
 use aegis_registry::{AppRecord, NewRelease};
 
+use crate::config::Config;
 use crate::daemon::Daemon;
 use crate::guest::BootAssets;
 use crate::ids;
@@ -291,8 +292,7 @@ impl AppManager {
         let image = daemon.images.get(&app.image)?;
         let mut layers: Vec<ReleaseLayer> = image.layers.iter().map(release_layer).collect();
         if let Some(from) = &req.from {
-            let dir = PathBuf::from(from);
-            check_source_dir(&dir)?;
+            let dir = check_source_dir(&daemon.config, Path::new(from))?;
             let store = daemon.images.store().clone();
             let started = std::time::Instant::now();
             let layer = tokio::task::spawn_blocking(move || store.import_dir_layer(&dir, &dest))
@@ -469,25 +469,41 @@ fn instance_of(daemon: &Daemon, app: &str) -> Option<Arc<InstanceRuntime>> {
         .find(|rt| rt.target.app.as_deref() == Some(app))
 }
 
-/// A `--from` directory must be an absolute path to an existing directory.
-fn check_source_dir(dir: &Path) -> Result<(), ApiError> {
+/// A `--from` directory must be an absolute path to an existing directory that neither is,
+/// contains nor lies inside the Aegis home: a release would otherwise carry the daemon's
+/// state, other workspaces and caches into every VM that runs it. Returns its canonical path.
+fn check_source_dir(config: &Config, dir: &Path) -> Result<PathBuf, ApiError> {
     if !dir.is_absolute() {
         return Err(bad(format!(
             "--from {} must be an absolute path (the daemon resolves it, not your shell)",
             dir.display()
         )));
     }
-    match std::fs::metadata(dir) {
-        Ok(m) if m.is_dir() => Ok(()),
-        Ok(_) => Err(bad(format!(
-            "--from {} is not a directory; give the directory to publish",
-            dir.display()
-        ))),
-        Err(e) => Err(bad(format!(
-            "cannot publish --from {}: {e}; give an existing directory",
-            dir.display()
-        ))),
+    let canonical = match std::fs::canonicalize(dir) {
+        Ok(c) if c.is_dir() => c,
+        Ok(_) => {
+            return Err(bad(format!(
+                "--from {} is not a directory; give the directory to publish",
+                dir.display()
+            )))
+        }
+        Err(e) => {
+            return Err(bad(format!(
+                "cannot publish --from {}: {e}; give an existing directory",
+                dir.display()
+            )))
+        }
+    };
+    if let Some(home) = crate::workspaces::host_path::overlapping_home(config, &canonical) {
+        return Err(bad(format!(
+            "cannot publish --from {}: it overlaps the Aegis home {} (it is the home, inside \
+             it or contains it), whose state must never be part of a release; publish a \
+             directory that holds only the app's files",
+            dir.display(),
+            home.display()
+        )));
     }
+    Ok(canonical)
 }
 
 #[cfg(test)]
@@ -518,17 +534,36 @@ mod tests {
 
     #[test]
     fn source_dirs_are_checked() {
+        let home = tempfile::tempdir().unwrap();
+        let config = Config::new(home.path().join("aegis"), "fake").unwrap();
+        std::fs::create_dir_all(home.path().join("aegis/workspaces")).unwrap();
         let d = tempfile::tempdir().unwrap();
-        assert!(check_source_dir(d.path()).is_ok());
-        let e = check_source_dir(&d.path().join("missing")).unwrap_err();
+        assert_eq!(
+            check_source_dir(&config, d.path()).unwrap(),
+            std::fs::canonicalize(d.path()).unwrap()
+        );
+        let e = check_source_dir(&config, &d.path().join("missing")).unwrap_err();
         assert_eq!(e.error.code, ErrorCode::InvalidRequest);
         assert!(e.error.message.contains("missing"), "{e}");
-        assert!(check_source_dir(Path::new("rel/dir")).is_err());
+        assert!(check_source_dir(&config, Path::new("rel/dir")).is_err());
         std::fs::write(d.path().join("f"), "").unwrap();
-        assert!(check_source_dir(&d.path().join("f"))
+        assert!(check_source_dir(&config, &d.path().join("f"))
             .unwrap_err()
             .error
             .message
             .contains("not a directory"));
+        // The home, a directory containing it, one inside it, and a symlink to it.
+        let link = d.path().join("link");
+        std::os::unix::fs::symlink(home.path(), &link).unwrap();
+        for overlapping in [
+            home.path().join("aegis"),
+            home.path().to_path_buf(),
+            home.path().join("aegis/workspaces"),
+            link,
+        ] {
+            let e = check_source_dir(&config, &overlapping).unwrap_err();
+            assert_eq!(e.error.code, ErrorCode::InvalidRequest);
+            assert!(e.error.message.contains("overlaps the Aegis home"), "{e}");
+        }
     }
 }

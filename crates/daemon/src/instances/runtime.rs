@@ -341,12 +341,15 @@ impl InstanceRuntime {
         daemon: &Arc<Daemon>,
         assets: BootAssets,
     ) -> Result<Live, String> {
+        // Checked at every boot: a host directory may have changed since the last one.
+        let shares = crate::workspaces::shares(&daemon.config, self.target.workspace.as_deref())
+            .map_err(|e| format!("cannot boot the microVM: {}", e.error.message))?;
         let (vm_id, run_dir) = self.new_vm_dirs(daemon);
         let spec = LaunchSpec {
             vm_id: vm_id.clone(),
             run_dir: run_dir.clone(),
             assets,
-            shares: crate::workspaces::shares(&daemon.config, self.target.workspace.as_deref()),
+            shares,
             vcpus: self.target.vcpus.unwrap_or(aegis_api::DEFAULT_VCPUS),
             memory_mib: self
                 .target
@@ -589,7 +592,8 @@ impl InstanceRuntime {
                 run_dir: run_dir.clone(),
                 assets: assets.clone(),
                 // Never used with a workspace (no snapshot is taken then); kept exact anyway.
-                shares: crate::workspaces::shares(&daemon.config, self.target.workspace.as_deref()),
+                shares: crate::workspaces::shares(&daemon.config, self.target.workspace.as_deref())
+                    .map_err(|e| e.error.message)?,
                 vcpus: self.target.vcpus.unwrap_or(aegis_api::DEFAULT_VCPUS),
                 memory_mib: self
                     .target

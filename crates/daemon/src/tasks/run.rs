@@ -90,13 +90,22 @@ pub(super) async fn run(
     let vm_id = ids::new_id("vm");
     let run_dir = daemon.config.run_dir().join(&vm_id);
 
+    // The workspace is checked again here: it may have changed since the request.
+    let shares = match crate::workspaces::shares(&daemon.config, task.workspace.as_deref()) {
+        Ok(shares) => shares,
+        Err(e) => {
+            let ending = Ending::Failed(format!("cannot boot the microVM: {}", e.error.message));
+            finish(&daemon, &mut task, &live, ending).await;
+            return;
+        }
+    };
     // Boot in a task of its own: a cancellation or the deadline must not drop a half-booted VM
     // on the floor.
     let spec = LaunchSpec {
         vm_id: vm_id.clone(),
         run_dir: run_dir.clone(),
         assets,
-        shares: crate::workspaces::shares(&daemon.config, task.workspace.as_deref()),
+        shares,
         vcpus: task.vcpus,
         memory_mib: task.memory_mib,
     };

@@ -2,8 +2,11 @@
 //!
 //! - A named workspace is a row in the registry and a directory `<home>/workspaces/<name>/`
 //!   (mode 0700). `run --workspace NAME` with an unknown name creates it, isolated.
-//! - A host-path workspace is any existing absolute directory outside the Aegis home; it has
-//!   no row and no holder bookkeeping (the user owns it).
+//! - A host-path workspace is an existing absolute directory outside the Aegis home and the
+//!   system directories; it has no row and no holder bookkeeping (the user owns it). It is
+//!   checked again before every boot ([`host_path`]).
+//! - Either can be mounted read-only (`NAME:ro`, `/dir:ro`): the host enforces it
+//!   (virtiofsd sees a read-only bind of the directory), not only the guest's mount.
 //! - Holders: a task holds its workspace while it runs, an instance for its whole life (it
 //!   can wake at any time). An isolated workspace has at most one holder, a shared one any
 //!   number. A held workspace cannot be deleted. Holders live in memory: tasks die with the
@@ -16,7 +19,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use aegis_api::{ApiError, CreateWorkspace, ErrorCode, Workspace, WorkspaceMode};
+use aegis_api::{ApiError, CreateWorkspace, ErrorCode, Workspace, WorkspaceMode, WorkspaceSpec};
 use aegis_registry::WorkspaceRecord;
 use aegis_vmm::Share;
 
@@ -25,6 +28,8 @@ use crate::daemon::Daemon;
 use crate::ids;
 use crate::sync::lock;
 
+pub mod host_path;
+
 /// The virtio-fs tag of the workspace share.
 pub const WORKSPACE_TAG: &str = "aegis-workspace";
 /// Longest workspace name.
@@ -32,20 +37,39 @@ pub const MAX_NAME_LEN: usize = 63;
 
 /// What a task or instance asked to mount, after checking.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WorkspaceRef {
+pub struct WorkspaceRef {
+    pub source: WorkspaceSource,
+    pub read_only: bool,
+}
+
+/// Where a workspace's data is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WorkspaceSource {
     Named(String),
     /// Canonical absolute host directory.
     HostPath(PathBuf),
 }
 
 impl WorkspaceRef {
-    /// How it is recorded on the task or instance: the name, or the canonical path.
+    /// How it is recorded on the task or instance: the name or the canonical path, with
+    /// `:ro` when read-only.
     pub fn as_request(&self) -> String {
-        match self {
-            WorkspaceRef::Named(n) => n.clone(),
-            WorkspaceRef::HostPath(p) => p.display().to_string(),
+        let target = match &self.source {
+            WorkspaceSource::Named(n) => n.clone(),
+            WorkspaceSource::HostPath(p) => p.display().to_string(),
+        };
+        WorkspaceSpec {
+            target,
+            read_only: self.read_only,
         }
+        .to_request()
     }
+}
+
+/// The workspace name in a recorded request, or None for a host-path workspace.
+fn recorded_name(recorded: &str) -> Option<String> {
+    let spec = WorkspaceSpec::parse(recorded);
+    (!spec.target.starts_with('/')).then_some(spec.target)
 }
 
 /// Who holds which named workspace.
@@ -96,58 +120,67 @@ pub fn data_dir(config: &Config, name: &str) -> PathBuf {
     config.workspaces_dir().join(name)
 }
 
-/// Checks what a request names: a workspace name, or an absolute host directory that exists
-/// and is not inside the Aegis home (the guest must never see the daemon's own state).
-pub fn parse(config: &Config, spec: &str) -> Result<WorkspaceRef, ApiError> {
-    if !spec.starts_with('/') {
-        validate_name(spec)?;
-        return Ok(WorkspaceRef::Named(spec.to_string()));
-    }
-    let path = Path::new(spec);
-    let canonical = std::fs::canonicalize(path).map_err(|e| {
-        bad(format!(
-            "workspace directory {spec} cannot be used: {e}; pass an existing directory"
-        ))
-    })?;
-    if !canonical.is_dir() {
-        return Err(bad(format!(
-            "workspace {spec} is not a directory; pass a directory (or a workspace name)"
-        )));
-    }
-    let home = std::fs::canonicalize(&config.home).unwrap_or_else(|_| config.home.clone());
-    if canonical.starts_with(&home) || home.starts_with(&canonical) {
-        return Err(bad(format!(
-            "workspace directory {} overlaps the Aegis home {}; use a named workspace \
-             (`--workspace NAME`) or a directory elsewhere",
-            canonical.display(),
-            home.display()
-        )));
-    }
-    if canonical.to_str().is_none() {
-        return Err(bad(format!(
-            "workspace directory {} is not valid UTF-8; rename it",
-            canonical.display()
-        )));
-    }
-    Ok(WorkspaceRef::HostPath(canonical))
+/// Checks what a request names: `TARGET[:ro]`, where TARGET is a workspace name or an
+/// absolute host directory that [`host_path::check_new`] allows.
+pub fn parse(config: &Config, value: &str) -> Result<WorkspaceRef, ApiError> {
+    let spec = WorkspaceSpec::parse(value);
+    let source = if spec.target.starts_with('/') {
+        WorkspaceSource::HostPath(host_path::check_new(config, &spec.target)?)
+    } else {
+        validate_name(&spec.target)?;
+        WorkspaceSource::Named(spec.target)
+    };
+    Ok(WorkspaceRef {
+        source,
+        read_only: spec.read_only,
+    })
 }
 
-/// The backend shares for a recorded workspace request (none without one). Used at every
-/// boot of a task or instance; the request was checked with [`parse`] when it was accepted.
-pub fn shares(config: &Config, recorded: Option<&str>) -> Vec<Share> {
-    let Some(spec) = recorded else {
-        return vec![];
+/// The backend shares for a recorded workspace request (none without one), checked again:
+/// called before every boot of a task or instance, possibly long after [`parse`] accepted the
+/// request, and the directory may have changed since.
+pub fn shares(config: &Config, recorded: Option<&str>) -> Result<Vec<Share>, ApiError> {
+    let Some(recorded) = recorded else {
+        return Ok(vec![]);
     };
-    let host_path = if spec.starts_with('/') {
-        PathBuf::from(spec)
+    let spec = WorkspaceSpec::parse(recorded);
+    let host_path = if spec.target.starts_with('/') {
+        let dir = PathBuf::from(&spec.target);
+        host_path::recheck(config, &dir)?;
+        dir
     } else {
-        data_dir(config, spec)
+        named_data_dir(config, &spec.target)?
     };
-    vec![Share {
+    Ok(vec![Share {
         tag: WORKSPACE_TAG.into(),
         host_path,
-        read_only: false,
-    }]
+        read_only: spec.read_only,
+    }])
+}
+
+/// The data directory of named workspace `name`, recreated empty if it has been removed
+/// behind our back (rather than failing every boot), refused if it is not a real directory.
+fn named_data_dir(config: &Config, name: &str) -> Result<PathBuf, ApiError> {
+    validate_name(name)?;
+    let dir = data_dir(config, name);
+    match std::fs::symlink_metadata(&dir) {
+        Ok(m) if m.is_dir() => Ok(dir),
+        Ok(_) => Err(internal(format!(
+            "the data of workspace '{name}' at {} is not a directory (a symbolic link or a \
+             file was put there); it is not shared. Remove it, then use the workspace again",
+            dir.display()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            crate::daemon::create_private_dir(&dir).map_err(|e| {
+                internal(format!("cannot create workspace '{name}' directory: {e:#}"))
+            })?;
+            Ok(dir)
+        }
+        Err(e) => Err(internal(format!(
+            "cannot use workspace '{name}' at {}: {e}",
+            dir.display()
+        ))),
+    }
 }
 
 /// Checks the `workspace` of a task or instance request: the name or directory must be
@@ -326,7 +359,7 @@ impl WorkspaceManager {
         ws: &WorkspaceRef,
         holder: &str,
     ) -> Result<(), ApiError> {
-        let WorkspaceRef::Named(name) = ws else {
+        let WorkspaceSource::Named(name) = &ws.source else {
             return Ok(());
         };
         let mut holders = lock(&self.holders);
@@ -364,11 +397,14 @@ impl WorkspaceManager {
         Ok(())
     }
 
-    /// Records that `holder` holds `name` without checking the mode: instances reloaded at
-    /// start-up already held their workspace before the restart.
-    pub fn restore_hold(&self, name: &str, holder: &str) {
+    /// Records that `holder` holds the workspace of `recorded` (a recorded request) without
+    /// checking the mode: instances reloaded at start-up already held it before the restart.
+    pub fn restore_hold(&self, recorded: &str, holder: &str) {
+        let Some(name) = recorded_name(recorded) else {
+            return;
+        };
         let mut holders = lock(&self.holders);
-        let current = holders.entry(name.to_string()).or_default();
+        let current = holders.entry(name).or_default();
         if !current.iter().any(|h| h == holder) {
             current.push(holder.to_string());
         }
@@ -376,14 +412,14 @@ impl WorkspaceManager {
 
     /// Gives up `holder`'s hold on the recorded workspace request, if any.
     pub fn release(&self, recorded: Option<&str>, holder: &str) {
-        let Some(name) = recorded.filter(|s| !s.starts_with('/')) else {
+        let Some(name) = recorded.and_then(recorded_name) else {
             return;
         };
         let mut holders = lock(&self.holders);
-        if let Some(current) = holders.get_mut(name) {
+        if let Some(current) = holders.get_mut(&name) {
             current.retain(|h| h != holder);
             if current.is_empty() {
-                holders.remove(name);
+                holders.remove(&name);
             }
         }
     }
@@ -436,58 +472,55 @@ mod tests {
     }
 
     #[test]
-    fn host_paths() {
+    fn requests() {
         let home = tempfile::tempdir().unwrap();
         let other = tempfile::tempdir().unwrap();
         let config = Config::new(home.path().to_path_buf(), "fake").unwrap();
         let p = other.path().to_str().unwrap();
-        assert_eq!(
-            parse(&config, p).unwrap(),
-            WorkspaceRef::HostPath(std::fs::canonicalize(p).unwrap())
-        );
-        let missing = format!("{p}/missing");
-        assert!(parse(&config, &missing)
-            .unwrap_err()
-            .error
-            .message
-            .contains("existing directory"));
-        let file = other.path().join("f");
-        std::fs::write(&file, b"x").unwrap();
-        assert!(parse(&config, file.to_str().unwrap())
-            .unwrap_err()
-            .error
-            .message
-            .contains("not a directory"));
-        let inside = home.path().join("workspaces");
-        std::fs::create_dir_all(&inside).unwrap();
-        for overlapping in [inside.to_str().unwrap(), home.path().to_str().unwrap(), "/"] {
-            assert!(
-                parse(&config, overlapping)
-                    .unwrap_err()
-                    .error
-                    .message
-                    .contains("overlaps the Aegis home"),
-                "{overlapping}"
-            );
-        }
-        assert_eq!(
-            parse(&config, "data").unwrap(),
-            WorkspaceRef::Named("data".into())
-        );
+        let canonical = std::fs::canonicalize(p).unwrap();
+        let host = |read_only| WorkspaceRef {
+            source: WorkspaceSource::HostPath(canonical.clone()),
+            read_only,
+        };
+        assert_eq!(parse(&config, p).unwrap(), host(false));
+        let ro = parse(&config, &format!("{p}:ro")).unwrap();
+        assert_eq!(ro, host(true));
+        assert_eq!(ro.as_request(), format!("{}:ro", canonical.display()));
+        assert!(parse(&config, &format!("{p}/missing:ro")).is_err());
+        let named = parse(&config, "data:ro").unwrap();
+        assert_eq!(named.source, WorkspaceSource::Named("data".into()));
+        assert!(named.read_only);
+        assert_eq!(named.as_request(), "data:ro");
+        assert_eq!(parse(&config, "data").unwrap().as_request(), "data");
         assert!(parse(&config, "Data").is_err());
+        assert!(parse(&config, "data:rx").is_err());
+        assert_eq!(recorded_name("data:ro").as_deref(), Some("data"));
+        assert_eq!(recorded_name("/srv/x:ro"), None);
     }
 
     #[test]
-    fn shares_point_at_the_data() {
-        let config = Config::new("/h".into(), "fake").unwrap();
-        assert!(shares(&config, None).is_empty());
-        assert_eq!(
-            shares(&config, Some("data"))[0].host_path,
-            Path::new("/h/workspaces/data")
-        );
-        let s = shares(&config, Some("/srv/x"));
-        assert_eq!(s[0].host_path, Path::new("/srv/x"));
+    fn shares_point_at_the_data_and_say_read_only() {
+        let home = tempfile::tempdir().unwrap();
+        let other = tempfile::tempdir().unwrap();
+        let config = Config::new(home.path().to_path_buf(), "fake").unwrap();
+        assert!(shares(&config, None).unwrap().is_empty());
+        // A named workspace whose directory is gone gets it back, empty.
+        let s = shares(&config, Some("data")).unwrap();
+        assert_eq!(s[0].host_path, home.path().join("workspaces/data"));
+        assert!(s[0].host_path.is_dir());
+        assert!(!s[0].read_only);
+        assert!(shares(&config, Some("data:ro")).unwrap()[0].read_only);
+        let dir = std::fs::canonicalize(other.path()).unwrap();
+        let s = shares(&config, Some(&format!("{}:ro", dir.display()))).unwrap();
+        assert_eq!(s[0].host_path, dir);
         assert_eq!(s[0].tag, WORKSPACE_TAG);
+        assert!(s[0].read_only);
+        // A named workspace's directory replaced by a symlink is not followed.
+        let data = home.path().join("workspaces/data");
+        std::fs::remove_dir(&data).unwrap();
+        std::os::unix::fs::symlink("/", &data).unwrap();
+        let e = shares(&config, Some("data")).unwrap_err();
+        assert!(e.error.message.contains("not a directory"), "{e}");
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! | `aegis.hostname=NAME` | guest host name | `aegis` |
 //! | `aegis.debug` | debug logging on the console | off |
 //! | `aegis.workspace=TAG` | mount the virtio-fs share TAG at `/workspace` | none |
+//! | `aegis.workspace_ro` | mount it read-only (the host enforces it too) | off |
 
 use super::InitError;
 
@@ -34,6 +35,8 @@ pub struct BootArgs {
     pub debug: bool,
     /// virtio-fs tag of the workspace share, mounted at `/workspace`.
     pub workspace: Option<String>,
+    /// Mount the workspace read-only (`aegis.workspace_ro`).
+    pub workspace_read_only: bool,
 }
 
 impl Default for BootArgs {
@@ -46,6 +49,7 @@ impl Default for BootArgs {
             hostname: "aegis".into(),
             debug: false,
             workspace: None,
+            workspace_read_only: false,
         }
     }
 }
@@ -80,9 +84,12 @@ pub fn parse(cmdline: &str) -> Result<BootArgs, InitError> {
             ("workspace", Some(v)) if valid_tag(v) => args.workspace = Some(v.into()),
             ("debug", None) => args.debug = true,
             ("debug", Some(v)) => args.debug = !matches!(v, "0" | "off" | "false"),
-            ("channel" | "root" | "scratch" | "hostname" | "workspace" | "layers", _) => {
-                return Err(bad())
-            }
+            ("workspace_ro", None) => args.workspace_read_only = true,
+            (
+                "channel" | "root" | "scratch" | "hostname" | "workspace" | "workspace_ro"
+                | "layers",
+                _,
+            ) => return Err(bad()),
             // A newer host may pass arguments this harness does not know: not fatal.
             _ => tracing::warn!("ignoring unknown kernel argument {word}"),
         }
@@ -137,6 +144,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(a.workspace.as_deref(), Some("aegis-workspace"));
+        assert!(!a.workspace_read_only);
+        assert!(
+            parse("aegis.workspace=w aegis.workspace_ro")
+                .unwrap()
+                .workspace_read_only
+        );
         assert_eq!(a.channel, ChannelSpec::Vsock { cid: 2, port: 1024 });
         assert_eq!(a.root_serial, "img");
         assert_eq!(a.scratch_serial, "scr");
@@ -161,6 +174,7 @@ mod tests {
             "aegis.workspace=",
             "aegis.workspace=a/b",
             "aegis.workspace",
+            "aegis.workspace_ro=1",
             "aegis.layers=0",
             "aegis.layers=21",
             "aegis.layers=x",

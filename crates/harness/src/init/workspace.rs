@@ -2,6 +2,10 @@
 //! `/workspace` after the root switch, so it sits above the overlay and none of its data
 //! lands on the scratch disk. Its data lives on the host only (see docs/WORKSPACES.md).
 //!
+//! A read-only workspace (`aegis.workspace_ro`) is mounted read-only here so that programs
+//! see `EROFS` at once; the boundary is the host's, which refuses every write whatever this
+//! mount says.
+//!
 //! Mounting it is fatal when asked for and impossible: a task that expects its workspace
 //! must never run against an empty directory of the overlay instead. At shutdown, after every
 //! process is gone, it is synced and unmounted before the machine powers off.
@@ -27,7 +31,10 @@ pub fn mount(args: &BootArgs) -> Result<(), InitError> {
     std::fs::create_dir_all(target).ctx("create the workspace mount point", target)?;
     // No suid binaries or device nodes from the host directory; executables are fine (a
     // workspace usually holds the scripts the task runs).
-    let flags = libc::MS_NOSUID | libc::MS_NODEV;
+    let mut flags = libc::MS_NOSUID | libc::MS_NODEV;
+    if args.workspace_read_only {
+        flags |= libc::MS_RDONLY;
+    }
     sys::mount(Some(tag), target, Some("virtiofs"), flags, None).map_err(|source| {
         InitError::Mount {
             fstype: "virtiofs".into(),
@@ -40,7 +47,12 @@ pub fn mount(args: &BootArgs) -> Result<(), InitError> {
         }
     })?;
     MOUNTED.store(true, Ordering::Release);
-    tracing::info!("workspace `{tag}` mounted at {MOUNT_POINT}");
+    let mode = if args.workspace_read_only {
+        "read-only"
+    } else {
+        "read-write"
+    };
+    tracing::info!("workspace `{tag}` mounted at {MOUNT_POINT} ({mode})");
     Ok(())
 }
 

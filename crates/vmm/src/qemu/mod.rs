@@ -140,6 +140,7 @@ impl QemuBackend {
             args: &argv,
             log: &paths.log,
             pid_file: &paths.pid,
+            child_setup: None,
         })
         .await
         {

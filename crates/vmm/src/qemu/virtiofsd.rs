@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! virtiofsd --socket-path=<run>/fs<i>.sock -o source=<dir> -o cache=none
-//!           -o sandbox=namespace -o no_posix_lock -o no_flock -o log_level=warn
+//!           -o sandbox=namespace -o no_posix_lock -o no_flock -o modcaps=-mknod
+//!           -o log_level=warn
 //! ```
 //!
 //! - Started before QEMU (QEMU connects to the socket while parsing its command line), with
@@ -15,14 +16,20 @@
 //!   other's writes immediately, and an `O_APPEND` write is one `pwrite` on the host file.
 //! - `sandbox=namespace`: virtiofsd pivots into the shared directory in its own mount, pid
 //!   and network namespaces; the guest can reach nothing outside that directory.
+//! - A read-only share: this virtiofsd has no read-only option, so it is started in a mount
+//!   namespace of its own where the directory is bound onto itself read-only, recursively
+//!   ([`read_only_view`]). Every write the guest asks for then fails in the host kernel with
+//!   `EROFS`, whatever the guest's mount says; the host's own view stays read-write.
 //! - It exits by itself when QEMU disconnects; it is killed with the VM in any case.
 
+use std::ffi::CString;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::backend::VmmError;
-use crate::process::{remove_file_if_exists, tail_file, ProcessSpec, VmmProcess};
+use crate::process::{remove_file_if_exists, tail_file, ChildSetup, ProcessSpec, VmmProcess};
 use crate::spec::{Share, VmSpec};
 
 /// Where distributions install the C virtiofsd that QEMU 7.x ships (Debian's
@@ -65,13 +72,6 @@ pub fn args(share: &Share, socket: &Path) -> Result<Vec<String>, VmmError> {
             VmmError::InvalidSpec(format!("{what} path {} is not UTF-8", p.display()))
         })
     };
-    if share.read_only {
-        // This virtiofsd has no read-only mode, and a read-only guest mount is no boundary.
-        return Err(VmmError::InvalidSpec(format!(
-            "share '{}' is read-only, which virtiofsd cannot enforce; share it read-write",
-            share.tag
-        )));
-    }
     let source = utf8("shared directory", &share.host_path)?;
     Ok(vec![
         format!("--socket-path={}", utf8("virtiofsd socket", socket)?),
@@ -91,9 +91,79 @@ pub fn args(share: &Share, socket: &Path) -> Result<Vec<String>, VmmError> {
         "no_posix_lock".into(),
         "-o".into(),
         "no_flock".into(),
+        // virtiofsd creates files as root: with CAP_MKNOD a guest could leave a device node
+        // (say, the host's disk, mode 0666) in a host directory for any host user to open.
+        // FIFOs and sockets need no capability and still work.
+        "-o".into(),
+        "modcaps=-mknod".into(),
         "-o".into(),
         "log_level=warn".into(),
     ])
+}
+
+/// The set-up that makes `dir` read-only for the virtiofsd about to exec, and for it alone:
+/// a private mount namespace in which `dir` is bound onto itself (with the mounts below it)
+/// and marked read-only recursively with `mount_setattr(2)` (Linux 5.12+). virtiofsd's
+/// sandbox then binds that tree again; a bind copies the read-only flag, so every guest write
+/// fails with `EROFS` in the host kernel. Needs `CAP_SYS_ADMIN`, like virtiofsd's sandbox.
+pub(crate) fn read_only_view(dir: &Path) -> Result<ChildSetup, VmmError> {
+    let dir = CString::new(dir.as_os_str().as_bytes()).map_err(|_| {
+        VmmError::InvalidSpec(format!(
+            "shared directory {} contains a NUL byte",
+            dir.display()
+        ))
+    })?;
+    Ok(Box::new(move || {
+        let null = std::ptr::null::<libc::c_char>();
+        let attr = libc::mount_attr {
+            attr_set: libc::MOUNT_ATTR_RDONLY,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: 0,
+        };
+        // SAFETY: unshare, mount and mount_setattr are plain system calls; every pointer is
+        // either null where the kernel allows it, a NUL-terminated string owned by this
+        // closure, or `attr`, which lives across the call and whose size is passed with it.
+        // Nothing here allocates or locks (this runs between fork and exec).
+        unsafe {
+            if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // Nothing mounted below may propagate back into the host's namespace.
+            if libc::mount(
+                null,
+                c"/".as_ptr(),
+                null,
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::mount(
+                dir.as_ptr(),
+                dir.as_ptr(),
+                null,
+                libc::MS_BIND | libc::MS_REC,
+                std::ptr::null(),
+            ) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::syscall(
+                libc::SYS_mount_setattr,
+                libc::AT_FDCWD,
+                dir.as_ptr(),
+                libc::AT_RECURSIVE,
+                &attr as *const libc::mount_attr,
+                std::mem::size_of::<libc::mount_attr>(),
+            ) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }))
 }
 
 /// The virtiofsd processes of one VM.
@@ -140,13 +210,33 @@ impl Virtiofsd {
         let argv = args(share, &paths.socket)?;
         remove_file_if_exists(&paths.socket)?;
         remove_file_if_exists(&paths.pid)?;
+        let child_setup = if share.read_only {
+            Some(read_only_view(&share.host_path)?)
+        } else {
+            None
+        };
         let process = VmmProcess::spawn(ProcessSpec {
             program: binary,
             args: &argv,
             log: &paths.log,
             pid_file: &paths.pid,
+            child_setup,
         })
-        .await?;
+        .await
+        .map_err(|e| match e {
+            VmmError::Spawn { program, source } if share.read_only => VmmError::Spawn {
+                program,
+                source: io::Error::new(
+                    source.kind(),
+                    format!(
+                        "cannot make {} read-only for it (this needs root and Linux 5.12 or \
+                         later): {source}",
+                        share.host_path.display()
+                    ),
+                ),
+            },
+            other => other,
+        })?;
         self.sockets.push(paths.socket.clone());
         let deadline = Instant::now() + SOCKET_TIMEOUT;
         loop {
@@ -297,15 +387,15 @@ mod tests {
                 "-o",
                 "no_flock",
                 "-o",
+                "modcaps=-mknod",
+                "-o",
                 "log_level=warn",
             ]
         );
-        let mut ro = share("/data");
+        // Read-only is enforced by the mount namespace virtiofsd starts in, not by an option.
+        let mut ro = share("/data/a,b\\c");
         ro.read_only = true;
-        assert!(matches!(
-            args(&ro, Path::new("/s")),
-            Err(VmmError::InvalidSpec(m)) if m.contains("read-only")
-        ));
+        assert_eq!(args(&ro, Path::new("/run/vm/fs0.sock")).unwrap(), a);
     }
 
     #[test]
@@ -373,6 +463,36 @@ mod tests {
                 || std::fs::read_to_string(format!("/proc/{}/stat", pids[0]))
                     .is_ok_and(|s| s.contains(") Z "))
         );
+    }
+
+    /// A read-only share: the stand-in (running as virtiofsd would, as root) cannot write
+    /// into the directory, while the host still can. Needs root (CAP_SYS_ADMIN), as
+    /// virtiofsd itself does.
+    #[tokio::test]
+    async fn a_read_only_share_is_read_only_for_virtiofsd_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = dir.path().join("shared");
+        let script = format!(
+            "#!/bin/sh\nsock=${{1#--socket-path=}}\n\
+             if echo x > '{0}/new' 2>/dev/null; then echo WROTE; else echo REFUSED; fi\n\
+             if echo x >> '{0}/old' 2>/dev/null; then echo APPENDED; else echo KEPT; fi\n\
+             touch \"$sock\"\nsleep 100\n",
+            shared.display()
+        );
+        let (fake, mut spec) = stand_in(dir.path(), &script);
+        std::fs::write(shared.join("old"), "host\n").unwrap();
+        spec.shares[0].read_only = true;
+        let v = Virtiofsd::start(Some(&fake), &spec).await.unwrap();
+        v.stop().await;
+        let log = std::fs::read_to_string(dir.path().join("virtiofsd0.log")).unwrap();
+        assert!(log.contains("REFUSED") && log.contains("KEPT"), "{log}");
+        assert!(!shared.join("new").exists());
+        assert_eq!(
+            std::fs::read_to_string(shared.join("old")).unwrap(),
+            "host\n"
+        );
+        // The host's own view is untouched.
+        std::fs::write(shared.join("host-write"), "ok").unwrap();
     }
 
     #[tokio::test]
