@@ -300,26 +300,36 @@ fn stop_and_rm_cancel_a_wake_whose_app_never_listens() {
             "--wake-timeout",
             "10m",
             "--",
-            "sleep",
-            "100000",
+            "sh",
+            "-c",
+            "echo app-started; exec sleep 100000",
         ],
     );
-    for control in [&["stop"][..], &["instance", "rm"][..]] {
+    for (n, control) in [&["stop"][..], &["instance", "rm"][..]]
+        .into_iter()
+        .enumerate()
+    {
         let waking = d
             .aegis_cmd(&["resume", &i.id])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while d.vmm_processes().is_empty() {
+        // Wait until the VM booted and the app runs: the wake now waits for the port.
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            let logs = stdout(&d.aegis(&["instance", "logs", &i.id]));
+            if logs.matches("app-started").count() > n {
+                break;
+            }
             assert!(
                 Instant::now() < deadline,
-                "the wake never started a VMM\n{}",
+                "the app never started: {logs}\n{}",
                 d.log()
             );
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(Duration::from_millis(200));
         }
+        assert_eq!(d.vmm_processes().len(), 1);
         let mut args = control.to_vec();
         args.push(&i.id);
         let acting = d
