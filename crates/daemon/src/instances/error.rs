@@ -59,6 +59,21 @@ impl WakeFailure {
     }
 }
 
+/// Why an instance cannot be served after a daemon restart. The whole story is in the
+/// message: it becomes the instance's `last_error`.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot listen on {addr} for guest port {guest_port} after aegisd restarted ({cause}); \
+     free the port and restart aegisd, or remove the instance with `aegis instance rm {name}` \
+     and create it again"
+)]
+pub struct PortLost {
+    pub addr: std::net::SocketAddr,
+    pub guest_port: u16,
+    pub name: String,
+    pub cause: std::io::Error,
+}
+
 /// Why a pause was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum PauseRefused {

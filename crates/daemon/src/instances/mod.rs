@@ -32,8 +32,8 @@ use crate::ids;
 use crate::sync::lock;
 use crate::tasks::output::{self, OutputLog};
 use crate::vm_request::{AsVmRequest, HostLimits};
-use error::LifecycleError;
 pub use error::{error_chain, PauseRefused, WakeFailure};
+use error::{LifecycleError, PortLost};
 use runtime::InstanceRuntime;
 pub use target::validate;
 use target::{router_protocol, url};
@@ -241,9 +241,9 @@ impl InstanceManager {
             let id = record.id.clone();
             let started = match bind_recorded(&record).await {
                 Ok(listeners) => self.start(daemon, record, listeners),
-                Err(why) => {
-                    tracing::error!(instance = %id, error = %why, "instance cannot be served");
-                    self.start_unservable(daemon, record, why)
+                Err(lost) => {
+                    tracing::error!(instance = %id, error = %lost, "instance cannot be served");
+                    self.start_unservable(daemon, record, lost.to_string())
                 }
             };
             if let Err(e) = started {
@@ -372,23 +372,18 @@ impl Resolver for NameResolver {
     }
 }
 
-/// Binds the recorded host ports of an instance again; the error says which port failed and
-/// what to do about it.
-async fn bind_recorded(record: &InstanceRecord) -> Result<Vec<TcpListener>, String> {
+/// Binds the recorded host ports of an instance again.
+async fn bind_recorded(record: &InstanceRecord) -> Result<Vec<TcpListener>, PortLost> {
     let mut listeners = vec![];
     for e in &record.endpoints {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, e.host_port));
-        match TcpListener::bind(addr).await {
-            Ok(l) => listeners.push(l),
-            Err(err) => {
-                return Err(format!(
-                    "cannot listen on {addr} for guest port {} after aegisd restarted ({err}); \
-                     free the port and restart aegisd, or remove the instance with \
-                     `aegis instance rm {}` and create it again",
-                    e.guest_port, record.name
-                ))
-            }
-        }
+        let l = TcpListener::bind(addr).await.map_err(|cause| PortLost {
+            addr,
+            guest_port: e.guest_port,
+            name: record.name.clone(),
+            cause,
+        })?;
+        listeners.push(l);
     }
     Ok(listeners)
 }

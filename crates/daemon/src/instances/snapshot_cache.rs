@@ -5,13 +5,29 @@
 
 use std::time::Instant;
 
-use aegis_vmm::SnapshotRef;
+use aegis_vmm::{SnapshotRef, VmmError};
 
 use super::lifecycle::Live;
 use super::runtime::InstanceRuntime;
 use crate::daemon::Daemon;
+use crate::sparse_copy::SparseCopyError;
 use crate::sync::lock;
 use crate::vm::SCRATCH_FILE;
+
+/// Why a snapshot could not be taken (logged: it only costs later wakes a cold boot).
+#[derive(Debug, thiserror::Error)]
+enum SnapshotFailure {
+    #[error("cannot pause the VM")]
+    Pause(#[source] VmmError),
+    #[error("cannot save the VM")]
+    Save(#[source] VmmError),
+    #[error("cannot copy the scratch disk")]
+    Copy(#[source] SparseCopyError),
+    #[error("the scratch disk copy panicked")]
+    CopyPanicked,
+    #[error("cannot resume the VM after saving it")]
+    Resume(#[source] VmmError),
+}
 
 /// A cached memory snapshot of the instance's freshly booted, ready state.
 #[derive(Clone)]
@@ -62,20 +78,29 @@ impl InstanceRuntime {
         }
         let started = Instant::now();
         let result = async {
-            live.gvm.vm.pause().await.map_err(|e| e.to_string())?;
-            let saved = live.gvm.vm.snapshot(&tmp).await.map_err(|e| e.to_string());
+            live.gvm.vm.pause().await.map_err(SnapshotFailure::Pause)?;
+            let saved = live
+                .gvm
+                .vm
+                .snapshot(&tmp)
+                .await
+                .map_err(SnapshotFailure::Save);
             let copied = match &saved {
                 Ok(_) => {
                     let from = live.run_dir.join(SCRATCH_FILE);
                     let to = tmp.join(SCRATCH_FILE);
                     tokio::task::spawn_blocking(move || crate::sparse_copy::sparse_copy(&from, &to))
                         .await
-                        .map_err(|e| e.to_string())
-                        .and_then(|r| r.map_err(|e| super::error_chain(&e)))
+                        .map_err(|_| SnapshotFailure::CopyPanicked)
+                        .and_then(|r| r.map_err(SnapshotFailure::Copy))
                 }
                 Err(_) => Ok(()),
             };
-            live.gvm.vm.resume().await.map_err(|e| e.to_string())?;
+            live.gvm
+                .vm
+                .resume()
+                .await
+                .map_err(SnapshotFailure::Resume)?;
             saved?;
             copied
         }
@@ -94,7 +119,7 @@ impl InstanceRuntime {
                 tracing::info!(instance = %self.id, ms = started.elapsed().as_millis() as u64, "memory snapshot cached");
             }
             Err(e) => {
-                tracing::warn!(instance = %self.id, error = %e, "memory snapshot failed; wakes will boot cold");
+                tracing::warn!(instance = %self.id, error = %super::error_chain(&e), "memory snapshot failed; wakes will boot cold");
                 let _ = std::fs::remove_dir_all(&tmp);
             }
         }
