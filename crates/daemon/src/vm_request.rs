@@ -45,57 +45,40 @@ pub struct VmRequest<'a> {
 /// A task or an instance request, seen through what it asks of its VM.
 pub trait AsVmRequest {
     fn vm_request(&self) -> VmRequest<'_>;
-    /// Fills the request from an OCI image's configuration, as `docker run` does.
+    /// Fills the command, environment, working directory and user from an OCI image's
+    /// configuration, as `docker run` does.
     fn apply_image_config(&mut self, config: &ImageConfig);
 }
 
-impl AsVmRequest for CreateTask {
-    fn vm_request(&self) -> VmRequest<'_> {
-        VmRequest {
-            command: &self.command,
-            env: &self.env,
-            workdir: self.workdir.as_deref(),
-            memory_mib: self.memory_mib,
-            vcpus: self.vcpus,
-        }
-    }
+/// Tasks and instances name the fields they share alike.
+macro_rules! impl_as_vm_request {
+    ($request:ty) => {
+        impl AsVmRequest for $request {
+            fn vm_request(&self) -> VmRequest<'_> {
+                VmRequest {
+                    command: &self.command,
+                    env: &self.env,
+                    workdir: self.workdir.as_deref(),
+                    memory_mib: self.memory_mib,
+                    vcpus: self.vcpus,
+                }
+            }
 
-    fn apply_image_config(&mut self, config: &ImageConfig) {
-        crate::images::apply_config_to(
-            config,
-            &mut self.command,
-            &mut self.env,
-            &mut self.workdir,
-            &mut self.user,
-        );
-    }
+            fn apply_image_config(&mut self, config: &ImageConfig) {
+                crate::images::apply_config_to(
+                    config,
+                    &mut self.command,
+                    &mut self.env,
+                    &mut self.workdir,
+                    &mut self.user,
+                );
+            }
+        }
+    };
 }
 
-impl AsVmRequest for CreateInstance {
-    fn vm_request(&self) -> VmRequest<'_> {
-        VmRequest {
-            command: &self.command,
-            env: &self.env,
-            workdir: self.workdir.as_deref(),
-            memory_mib: self.memory_mib,
-            vcpus: self.vcpus,
-        }
-    }
-
-    /// Also takes the image's ExposedPorts (as HTTP) when the request exposes nothing.
-    fn apply_image_config(&mut self, config: &ImageConfig) {
-        crate::images::apply_config_to(
-            config,
-            &mut self.command,
-            &mut self.env,
-            &mut self.workdir,
-            &mut self.user,
-        );
-        if self.expose.is_empty() {
-            self.expose = crate::images::exposed_ports(config);
-        }
-    }
-}
+impl_as_vm_request!(CreateTask);
+impl_as_vm_request!(CreateInstance);
 
 /// Checks the command, environment and resources of a VM request.
 pub fn validate_vm(req: &VmRequest<'_>, limits: &HostLimits) -> Result<(), ApiError> {
@@ -175,27 +158,19 @@ mod tests {
     }
 
     #[test]
-    fn an_instance_takes_the_image_ports_only_when_it_exposes_none() {
+    fn tasks_and_instances_take_the_image_command_alike() {
         let config = ImageConfig {
+            entrypoint: vec!["/bin/app".into()],
             cmd: vec!["serve".into()],
-            exposed_ports: vec!["8080/tcp".into()],
+            working_dir: "/srv".into(),
             ..ImageConfig::default()
         };
-        let mut r = CreateInstance::default();
-        r.apply_image_config(&config);
-        assert_eq!(r.command, ["serve"]);
-        assert_eq!(r.expose.len(), 1);
-        assert_eq!(r.expose[0].guest_port, 8080);
-        let mut r = CreateInstance {
-            expose: vec![aegis_api::PortSpec {
-                guest_port: 9000,
-                host_port: None,
-                protocol: aegis_api::PortProtocol::Tcp,
-            }],
-            ..Default::default()
-        };
-        r.apply_image_config(&config);
-        assert_eq!(r.expose.len(), 1);
-        assert_eq!(r.expose[0].guest_port, 9000);
+        let mut task = CreateTask::default();
+        task.apply_image_config(&config);
+        let mut instance = CreateInstance::default();
+        instance.apply_image_config(&config);
+        assert_eq!(task.command, ["/bin/app", "serve"]);
+        assert_eq!(instance.command, task.command);
+        assert_eq!(instance.workdir.as_deref(), Some("/srv"));
     }
 }

@@ -107,6 +107,11 @@ impl InstanceManager {
             let root = crate::images::resolve_root(daemon, &image).await?;
             if let Some(config) = &root.config {
                 req.apply_image_config(config);
+                // As `docker run -P`: the image's ExposedPorts (as HTTP) when the request
+                // exposes nothing.
+                if req.expose.is_empty() {
+                    req.expose = crate::images::exposed_ports(config);
+                }
             }
         }
         validate(&req, &HostLimits::probe())?;
