@@ -31,9 +31,9 @@ pub enum WakeFailure {
     AttachTimeout { secs: u64 },
     #[error("the guest channel closed while {doing}")]
     ChannelClosed { doing: &'static str },
-    #[error("cannot send {what} to the guest")]
+    #[error("cannot reach the guest while {doing}")]
     Send {
-        what: &'static str,
+        doing: &'static str,
         #[source]
         source: aegis_proto::SessionError,
     },

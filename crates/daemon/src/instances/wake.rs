@@ -196,10 +196,7 @@ impl InstanceRuntime {
 
     /// Starts the served command with its output going to the instance log.
     async fn start_server(&self, gvm: &mut GuestVm) -> Result<(), WakeFailure> {
-        let stdout = gvm.session.open_stream();
-        let stderr = gvm.session.open_stream();
-        let ids = (stdout.id(), stderr.id());
-        self.pump_logs(stdout.into_split().0, stderr.into_split().0);
+        let (stdout, stderr) = self.open_log_streams(&gvm.session);
         let spawn = HostMessage::Spawn {
             id: SERVER_PROC,
             spec: self.with_release_process(ProcessSpec {
@@ -214,72 +211,37 @@ impl InstanceRuntime {
                 user: self.target.user.clone(),
             }),
             stdin: None,
-            stdout: ids.0,
-            stderr: ids.1,
+            stdout,
+            stderr,
         };
-        gvm.session
-            .send(spawn)
-            .await
-            .map_err(|source| WakeFailure::Send {
-                what: "Spawn",
-                source,
-            })?;
-        loop {
-            match gvm.events.recv().await {
-                Some(GuestMessage::Spawned { .. }) => return Ok(()),
-                Some(GuestMessage::SpawnFailed { error, .. }) => {
-                    return Err(WakeFailure::SpawnFailed {
-                        command: self.target.command.first().cloned().unwrap_or_default(),
-                        image: self.image.clone(),
-                        reason: error.message,
-                    })
-                }
-                Some(_) => continue,
-                None => {
-                    return Err(WakeFailure::ChannelClosed {
-                        doing: "starting the app",
-                    })
-                }
-            }
-        }
+        ask(gvm, spawn, "starting the app", |answer| match answer {
+            GuestMessage::Spawned { .. } => Some(Ok(())),
+            GuestMessage::SpawnFailed { error, .. } => Some(Err(WakeFailure::SpawnFailed {
+                command: self.target.command.first().cloned().unwrap_or_default(),
+                image: self.image.clone(),
+                reason: error.message,
+            })),
+            _ => None,
+        })
+        .await
     }
 
     /// After a snapshot restore: the app was started by the saved VM's session, which is
     /// gone; its further output (and what it wrote since the restore) goes to this session's
     /// streams, into the same instance log.
     async fn reattach_server(&self, gvm: &mut GuestVm) -> Result<(), WakeFailure> {
-        let stdout = gvm.session.open_stream();
-        let stderr = gvm.session.open_stream();
+        let (stdout, stderr) = self.open_log_streams(&gvm.session);
         let attach = HostMessage::Attach {
             id: SERVER_PROC,
-            stdout: stdout.id(),
-            stderr: stderr.id(),
+            stdout,
+            stderr,
         };
-        self.pump_logs(stdout.into_split().0, stderr.into_split().0);
-        gvm.session
-            .send(attach)
-            .await
-            .map_err(|source| WakeFailure::Send {
-                what: "Attach",
-                source,
-            })?;
-        let answer = async {
-            loop {
-                match gvm.events.recv().await {
-                    Some(GuestMessage::Attached { .. }) => return Ok(()),
-                    Some(GuestMessage::AttachFailed { error, .. }) => {
-                        return Err(WakeFailure::AttachFailed(error))
-                    }
-                    Some(_) => continue,
-                    None => {
-                        return Err(WakeFailure::ChannelClosed {
-                            doing: "re-attaching the app",
-                        })
-                    }
-                }
-            }
-        };
-        tokio::time::timeout(ATTACH_TIMEOUT, answer)
+        let answered = ask(gvm, attach, "re-attaching the app", |answer| match answer {
+            GuestMessage::Attached { .. } => Some(Ok(())),
+            GuestMessage::AttachFailed { error, .. } => Some(Err(WakeFailure::AttachFailed(error))),
+            _ => None,
+        });
+        tokio::time::timeout(ATTACH_TIMEOUT, answered)
             .await
             .map_err(|_| WakeFailure::AttachTimeout {
                 secs: ATTACH_TIMEOUT.as_secs(),
@@ -328,6 +290,30 @@ impl InstanceRuntime {
             }
         }
         Ok(())
+    }
+}
+
+/// Sends `message` for the served process and waits for the guest's answer to it: the first
+/// event `answer` recognises.
+async fn ask(
+    gvm: &mut GuestVm,
+    message: HostMessage,
+    doing: &'static str,
+    answer: impl Fn(GuestMessage) -> Option<Result<(), WakeFailure>>,
+) -> Result<(), WakeFailure> {
+    gvm.session
+        .send(message)
+        .await
+        .map_err(|source| WakeFailure::Send { doing, source })?;
+    loop {
+        let event = gvm
+            .events
+            .recv()
+            .await
+            .ok_or(WakeFailure::ChannelClosed { doing })?;
+        if let Some(result) = answer(event) {
+            return result;
+        }
     }
 }
 
