@@ -273,6 +273,92 @@ fn a_vm_killed_while_serving_gives_502_then_wakes_fresh() {
         .contains("stopped unexpectedly"));
 }
 
+/// Waits up to `within` for a child `aegis` command; kills it and fails if it is still running.
+fn finishes_within(mut child: std::process::Child, within: Duration, what: &str) -> i32 {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code().unwrap_or(-1);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("`{what}` did not return within {} s", within.as_secs());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn stop_and_rm_cancel_a_wake_whose_app_never_listens() {
+    let d = TestDaemon::start("qemu");
+    // The app runs but never listens: without cancellation, a wake waits 600 s for it.
+    let i = serve(
+        &d,
+        &[
+            "--expose",
+            "8000:http",
+            "--wake-timeout",
+            "10m",
+            "--",
+            "sh",
+            "-c",
+            "echo app-started; exec sleep 100000",
+        ],
+    );
+    for (n, control) in [&["stop"][..], &["instance", "rm"][..]]
+        .into_iter()
+        .enumerate()
+    {
+        let waking = d
+            .aegis_cmd(&["resume", &i.id])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Wait until the VM booted and the app runs: the wake now waits for the port.
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            let logs = stdout(&d.aegis(&["instance", "logs", &i.id]));
+            if logs.matches("app-started").count() > n {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the app never started: {logs}\n{}",
+                d.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert_eq!(d.vmm_processes().len(), 1);
+        let mut args = control.to_vec();
+        args.push(&i.id);
+        let acting = d
+            .aegis_cmd(&args)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Generous, far below the wake timeout: the point is that it does not wait for it.
+        let what = control.join(" ");
+        assert_eq!(finishes_within(acting, Duration::from_secs(60), &what), 0);
+        assert_ne!(
+            finishes_within(waking, Duration::from_secs(60), "resume"),
+            0,
+            "the cancelled wake is reported as failed"
+        );
+        d.assert_no_leftovers();
+        if control == ["stop"] {
+            let after = inspect(&d, &i.id);
+            assert_eq!(after.state, InstanceState::Terminated);
+            assert!(
+                after.last_error.unwrap_or_default().contains("cancelled"),
+                "last_error says the wake was cancelled"
+            );
+        }
+    }
+    let o = d.aegis(&["instance", "inspect", &i.id]);
+    assert_ne!(code(&o), 0, "removed");
+}
+
 const GRPC_SERVER: &str = r#"import grpc, concurrent.futures, time
 h = grpc.method_handlers_generic_handler('echo.Echo', {'Say': grpc.unary_unary_rpc_method_handler(lambda req, ctx: b'echo:' + req)})
 s = grpc.server(concurrent.futures.ThreadPoolExecutor(4))

@@ -160,6 +160,9 @@ pub enum InstanceState {
     Paused,
     /// No VM: the next connection restores a memory snapshot or cold-boots from disk layers.
     Terminated,
+    /// Cannot be served (its host port could not be bound again after a daemon restart):
+    /// `last_error` says why and what to do. It never wakes; it can be removed.
+    Error,
 }
 
 impl InstanceState {
@@ -169,6 +172,7 @@ impl InstanceState {
             InstanceState::Running => "running",
             InstanceState::Paused => "paused",
             InstanceState::Terminated => "terminated",
+            InstanceState::Error => "error",
         }
     }
 }

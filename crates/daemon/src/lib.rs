@@ -10,9 +10,11 @@ pub mod ids;
 pub mod images;
 pub mod instances;
 pub mod reconcile;
+mod sparse_copy;
 mod sync;
 pub mod tasks;
 pub mod vm;
+pub mod vm_request;
 pub mod workspaces;
 
 pub use daemon::{run, Daemon};

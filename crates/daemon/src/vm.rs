@@ -1,17 +1,21 @@
-//! A booted microVM with its guest session: boot, handshake with the harness, shut down.
+//! A booted microVM with its guest session: boot or restore, handshake with the harness,
+//! shut down.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use aegis_proto::{GuestMessage, HostMessage, Session, Side, PROTOCOL_VERSION};
-use aegis_vmm::{Backend, Disk, Share, Vm, VmExit, VmSpec, VmmError};
+use aegis_vmm::{Backend, Disk, Share, SnapshotRef, Vm, VmExit, VmSpec, VmmError};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::guest::BootAssets;
 
 /// Scratch disk size (sparse: only what the guest writes uses host disk).
 pub const SCRATCH_BYTES: u64 = 4 << 30;
+/// The scratch disk's file name, in a VM's run directory and in a memory snapshot.
+pub const SCRATCH_FILE: &str = "scratch.ext4";
 /// How long a guest may take from VMM start to the harness's Hello. Generous: under TCG on a
 /// loaded two-core host a boot can take several seconds.
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -25,10 +29,15 @@ pub enum LaunchError {
     },
     #[error("cannot create the scratch disk: {0}")]
     Scratch(String),
+    #[error("cannot copy the snapshot's scratch disk")]
+    ScratchCopy(#[source] crate::sparse_copy::SparseCopyError),
     #[error(transparent)]
     Vmm(#[from] VmmError),
     #[error("the guest did not come up: {reason}; last console lines: {console}")]
     Handshake { reason: String, console: String },
+    /// The caller gave up (stop, delete); the VM was killed.
+    #[error("cancelled before the guest came up")]
+    Cancelled,
 }
 
 /// A running VM whose harness has said Hello.
@@ -112,28 +121,76 @@ pub fn vm_spec(spec: &LaunchSpec, scratch: &Path) -> VmSpec {
 /// Prepares the run directory and scratch disk, boots, and waits for the harness. On any
 /// failure the VM is killed; the caller removes `run_dir`.
 pub async fn launch(backend: &dyn Backend, spec: LaunchSpec) -> Result<GuestVm, LaunchError> {
-    crate::daemon::create_private_dir(&spec.run_dir).map_err(|e| LaunchError::Prepare {
-        dir: spec.run_dir.clone(),
-        source: std::io::Error::other(e),
-    })?;
-    let scratch = spec.run_dir.join("scratch.ext4");
-    let scratch_path = scratch.clone();
-    tokio::task::spawn_blocking(move || {
-        aegis_image::create_scratch_disk(&scratch_path, SCRATCH_BYTES)
+    launch_cancellable(backend, spec, &CancellationToken::new()).await
+}
+
+/// [`launch`] that gives up (killing the VM) as soon as `cancel` fires.
+pub async fn launch_cancellable(
+    backend: &dyn Backend,
+    spec: LaunchSpec,
+    cancel: &CancellationToken,
+) -> Result<GuestVm, LaunchError> {
+    let scratch = prepare_run_dir(&spec)?;
+    tokio::task::spawn_blocking({
+        let scratch = scratch.clone();
+        move || aegis_image::create_scratch_disk(&scratch, SCRATCH_BYTES)
     })
     .await
     .map_err(|e| LaunchError::Scratch(e.to_string()))?
     .map_err(|e| LaunchError::Scratch(e.to_string()))?;
     let spec = vm_spec(&spec, &scratch);
     let vm = backend.boot(&spec).await?;
-    attach(Arc::from(vm), None).await
+    attach(Arc::from(vm), None, cancel).await
+}
+
+/// Restores a VM from a memory snapshot: the run directory gets a copy of the snapshot's
+/// scratch disk (the saved RAM expects exactly those blocks), the backend restores, and the
+/// session is opened with stream ids from `first_stream`. On any failure
+/// the VM is killed; the caller removes `run_dir`.
+pub async fn restore(
+    backend: &dyn Backend,
+    spec: LaunchSpec,
+    snapshot: &SnapshotRef,
+    first_stream: u32,
+    cancel: &CancellationToken,
+) -> Result<GuestVm, LaunchError> {
+    let scratch = prepare_run_dir(&spec)?;
+    tokio::task::spawn_blocking({
+        let from = snapshot.dir.join(SCRATCH_FILE);
+        let to = scratch.clone();
+        move || crate::sparse_copy::sparse_copy(&from, &to)
+    })
+    .await
+    .map_err(|e| LaunchError::Scratch(e.to_string()))?
+    .map_err(LaunchError::ScratchCopy)?;
+    let spec = vm_spec(&spec, &scratch);
+    let vm = backend.restore(&spec, snapshot).await?;
+    attach(Arc::from(vm), Some(first_stream), cancel).await
+}
+
+/// Creates the VM's private run directory; returns where its scratch disk goes.
+fn prepare_run_dir(spec: &LaunchSpec) -> Result<PathBuf, LaunchError> {
+    crate::daemon::create_private_dir(&spec.run_dir).map_err(|e| LaunchError::Prepare {
+        dir: spec.run_dir.clone(),
+        source: std::io::Error::other(e),
+    })?;
+    Ok(spec.run_dir.join(SCRATCH_FILE))
 }
 
 /// Connects to a booted or restored VM's harness and completes the handshake. `first_stream`
 /// sets where this session's stream ids start (see `Session::allocate_streams_from`). On
-/// failure the VM is killed.
-pub async fn attach(vm: Arc<dyn Vm>, first_stream: Option<u32>) -> Result<GuestVm, LaunchError> {
-    match handshake(vm.as_ref(), first_stream).await {
+/// failure or cancellation the VM is killed.
+async fn attach(
+    vm: Arc<dyn Vm>,
+    first_stream: Option<u32>,
+    cancel: &CancellationToken,
+) -> Result<GuestVm, LaunchError> {
+    let outcome = tokio::select! {
+        biased;
+        _ = cancel.cancelled() => Err(None),
+        r = handshake(vm.as_ref(), first_stream) => r.map_err(Some),
+    };
+    match outcome {
         Ok((session, events, kernel_release)) => Ok(GuestVm {
             vm,
             session,
@@ -143,7 +200,10 @@ pub async fn attach(vm: Arc<dyn Vm>, first_stream: Option<u32>) -> Result<GuestV
         Err(reason) => {
             let console = last_lines(&vm.console_tail(), 5);
             let _ = vm.kill().await;
-            Err(LaunchError::Handshake { reason, console })
+            Err(match reason {
+                Some(reason) => LaunchError::Handshake { reason, console },
+                None => LaunchError::Cancelled,
+            })
         }
     }
 }

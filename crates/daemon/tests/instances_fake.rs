@@ -1,9 +1,11 @@
 //! Serve-mode lifecycle logic against the fake backend (the guest agent in-process, the app a
 //! host process): wake on connect, idle pause, resume, terminate, cold boot again, explicit
-//! stop/delete. Real VMs cover the same in `tests/tests/serve.rs`.
+//! stop/delete, controls that cancel a wake stuck waiting for a port, an instance whose port
+//! is taken across a restart. Real VMs cover the lifecycle in `tests/tests/serve.rs`.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,19 +17,24 @@ use aegisd::Daemon;
 
 async fn daemon() -> (Arc<Daemon>, Arc<FakeBackend>, tempfile::TempDir) {
     let home = tempfile::tempdir().unwrap();
-    let mut config = Config::new(home.path().to_path_buf(), "fake").unwrap();
-    config.router_addr = "127.0.0.1:0".parse().unwrap();
     let fake = Arc::new(FakeBackend::new());
+    let d = daemon_on(home.path(), &fake).await;
+    (d, fake, home)
+}
+
+/// A daemon on an existing home (a restart when one ran there before).
+async fn daemon_on(home: &Path, fake: &Arc<FakeBackend>) -> Arc<Daemon> {
+    let mut config = Config::new(home.to_path_buf(), "fake").unwrap();
+    config.router_addr = "127.0.0.1:0".parse().unwrap();
     let assets = BootAssets {
         kernel: "/dev/null".into(),
         initramfs: "/dev/null".into(),
         layers: vec!["/dev/null".into()],
     };
     let guest = GuestAssets::fixed(&config, assets);
-    let d = Daemon::start_with(config, fake.clone(), guest)
+    Daemon::start_with(config, fake.clone(), guest)
         .await
-        .unwrap();
-    (d, fake, home)
+        .unwrap()
 }
 
 fn free_port() -> u16 {
@@ -257,4 +264,161 @@ async fn the_shared_port_reuses_one_upstream_per_client_connection() {
         vec![1, 1],
         "one client connection is one activity, request after request"
     );
+}
+
+/// A guest whose app never opens its port must not pin its instance's controls: pause, stop
+/// and rm cancel the wake in flight and answer at once (bounded here by 10 s, far below the
+/// 600 s wake timeout), leaving no VM, run directory or VM record behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_stop_and_rm_cancel_a_wake_whose_app_never_listens() {
+    let (d, fake, home) = daemon().await;
+    let req = CreateInstance {
+        name: Some("stuck".into()),
+        command: vec!["sleep".into(), "600".into()],
+        expose: vec![PortSpec {
+            guest_port: free_port(),
+            host_port: None,
+            protocol: PortProtocol::Http,
+        }],
+        wake_timeout_secs: Some(600),
+        ..Default::default()
+    };
+    d.instances.create(&d, req).await.unwrap();
+    for (n, control) in ["pause", "stop", "rm"].into_iter().enumerate() {
+        let waking = {
+            let d = d.clone();
+            tokio::spawn(async move { d.instances.resume("stuck").await })
+        };
+        // The VM is up and the wake is waiting for the port.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while fake.boots() <= n as u64 || fake.running().is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "{control}: the wake never booted"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            d.instances.get("stuck").unwrap().state(),
+            InstanceState::Booting
+        );
+
+        let acted = tokio::time::timeout(Duration::from_secs(10), async {
+            match control {
+                "pause" => drop(d.instances.pause("stuck").await.unwrap()),
+                "stop" => drop(d.instances.stop("stuck").await.unwrap()),
+                _ => d.instances.delete(&d, "stuck").await.unwrap(),
+            }
+        })
+        .await;
+        assert!(acted.is_ok(), "{control} waited for the stuck wake");
+        let woke = tokio::time::timeout(Duration::from_secs(10), waking)
+            .await
+            .expect("the cancelled wake ends")
+            .unwrap();
+        let e = woke.expect_err("a cancelled wake is not a success");
+        assert!(e.error.message.contains("cancelled"), "{control}: {e}");
+
+        assert!(
+            fake.running().is_empty(),
+            "{control}: the wake's VM is killed"
+        );
+        let run_dirs: Vec<_> = std::fs::read_dir(home.path().join("run"))
+            .unwrap()
+            .collect();
+        assert!(run_dirs.is_empty(), "{control}: left {run_dirs:?}");
+        assert!(d.registry.list_vms().unwrap().is_empty(), "{control}");
+        match d.instances.get("stuck") {
+            Ok(rt) => {
+                assert_eq!(rt.state(), InstanceState::Terminated, "{control}");
+                let why = rt.view().last_error.unwrap_or_default();
+                assert!(why.contains("cancelled"), "{control}: {why}");
+            }
+            Err(_) => assert_eq!(control, "rm"),
+        }
+    }
+    assert!(d.instances.list().is_empty());
+}
+
+/// An instance whose host port is taken while aegisd is down stays listed in the `error`
+/// state, says why and what to do, never wakes, and can be removed (freeing its name and its
+/// workspace).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_whose_port_is_taken_across_a_restart_is_listed_in_error_and_removable() {
+    let home = tempfile::tempdir().unwrap();
+    let fake = Arc::new(FakeBackend::new());
+    let host_port = free_port();
+    let req = CreateInstance {
+        name: Some("web".into()),
+        command: vec!["sleep".into(), "600".into()],
+        expose: vec![PortSpec {
+            guest_port: 8000,
+            host_port: Some(host_port),
+            protocol: PortProtocol::Http,
+        }],
+        workspace: Some("site".into()),
+        ..Default::default()
+    };
+    {
+        let d = daemon_on(home.path(), &fake).await;
+        d.instances.create(&d, req.clone()).await.unwrap();
+        d.instances.shutdown(Duration::from_secs(5)).await;
+        d.shutdown.cancel();
+    }
+    // Someone else takes the port while aegisd is down (retried: the old listener closes
+    // asynchronously).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let _squatter = loop {
+        match std::net::TcpListener::bind(("127.0.0.1", host_port)) {
+            Ok(l) => break l,
+            Err(e) => assert!(Instant::now() < deadline, "cannot take the port: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+
+    let d = daemon_on(home.path(), &fake).await;
+    d.instances.reload(&d).await;
+    let listed = d.instances.list();
+    assert_eq!(listed.len(), 1, "still listed");
+    let i = &listed[0];
+    assert_eq!(i.state, InstanceState::Error);
+    assert_eq!(i.state.as_str(), "error");
+    let why = i.last_error.clone().unwrap_or_default();
+    assert!(
+        why.contains(&format!("127.0.0.1:{host_port}"))
+            && why.contains("restart aegisd")
+            && why.contains("aegis instance rm web"),
+        "{why}"
+    );
+    assert_eq!(
+        d.instances.get("web").unwrap().view().state,
+        InstanceState::Error
+    );
+    let e = d.instances.resume("web").await.unwrap_err();
+    assert!(e.error.message.contains("cannot listen"), "{e}");
+    assert_eq!(fake.boots(), 0, "an unservable instance never boots");
+    let stopped = d.instances.stop("web").await.unwrap();
+    assert_eq!(
+        stopped.state,
+        InstanceState::Error,
+        "a stop does not hide the error"
+    );
+    assert_eq!(
+        d.workspaces.get(&d, "site").unwrap().used_by,
+        std::slice::from_ref(&i.id)
+    );
+
+    d.instances.delete(&d, "web").await.unwrap();
+    assert!(d.instances.list().is_empty());
+    assert!(d.registry.list_instances().unwrap().is_empty());
+    assert!(d.workspaces.get(&d, "site").unwrap().used_by.is_empty());
+    // The name is free again (on another port: the squatter still has this one).
+    let again = CreateInstance {
+        expose: vec![PortSpec {
+            host_port: None,
+            ..req.expose[0]
+        }],
+        ..req
+    };
+    d.instances.create(&d, again).await.unwrap();
 }

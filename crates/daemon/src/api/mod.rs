@@ -86,6 +86,16 @@ impl IntoResponse for Error {
     }
 }
 
+/// A 400: the request itself is wrong; `message` says what and how to fix it.
+pub fn bad(message: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorCode::InvalidRequest, message.into())
+}
+
+/// A 500: the daemon failed at something; `message` says what, to what, and why.
+pub fn internal(message: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorCode::Internal, message.into())
+}
+
 /// Parses a JSON body with an error message a human can act on.
 fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
     serde_json::from_slice(body).map_err(|e| {

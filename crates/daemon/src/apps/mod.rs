@@ -18,6 +18,7 @@ use aegis_api::{
 use aegis_oci::{ImageConfig, LayerRecord};
 use aegis_registry::{AppRecord, NewRelease};
 
+use crate::api::{bad, internal};
 use crate::config::Config;
 use crate::daemon::Daemon;
 use crate::guest::BootAssets;
@@ -36,14 +37,6 @@ pub struct AppManager {
 
 fn err(code: ErrorCode, message: String) -> ApiError {
     ApiError::new(code, message)
-}
-
-fn bad(message: String) -> ApiError {
-    err(ErrorCode::InvalidRequest, message)
-}
-
-fn internal(what: &str, e: impl std::fmt::Display) -> ApiError {
-    err(ErrorCode::Internal, format!("{what}: {e}"))
 }
 
 fn no_app(name: &str) -> ApiError {
@@ -94,7 +87,7 @@ pub async fn release_root(
     let release = daemon
         .registry
         .release(app, number)
-        .map_err(|e| internal("cannot read the registry", e))?
+        .map_err(|e| internal(format!("cannot read the registry: {e}")))?
         .ok_or_else(|| {
             err(
                 ErrorCode::NotFound,
@@ -181,7 +174,7 @@ impl AppManager {
                 image.reference, req.name, req.image
             )));
         }
-        crate::instances::validate(&probe, &crate::tasks::HostLimits::probe())?;
+        crate::instances::validate(&probe, &crate::vm_request::HostLimits::probe())?;
         let record = AppRecord {
             name: req.name.clone(),
             image: image.reference.clone(),
@@ -192,7 +185,7 @@ impl AppManager {
         let inserted = daemon
             .registry
             .insert_app(&record)
-            .map_err(|e| internal("cannot record the app", e))?;
+            .map_err(|e| internal(format!("cannot record the app: {e}")))?;
         if !inserted {
             return Err(err(
                 ErrorCode::Conflict,
@@ -211,7 +204,7 @@ impl AppManager {
         daemon
             .registry
             .get_app(name)
-            .map_err(|e| internal("cannot read the registry", e))?
+            .map_err(|e| internal(format!("cannot read the registry: {e}")))?
             .ok_or_else(|| no_app(name))
     }
 
@@ -219,7 +212,7 @@ impl AppManager {
         let latest = daemon
             .registry
             .latest_release(&record.name)
-            .map_err(|e| internal("cannot read the registry", e))?
+            .map_err(|e| internal(format!("cannot read the registry: {e}")))?
             .map(|r| r.number);
         let serving = instance_of(daemon, &record.name).map(|rt| {
             let instance = rt.view();
@@ -248,7 +241,7 @@ impl AppManager {
         daemon
             .registry
             .list_apps()
-            .map_err(|e| internal("cannot read the registry", e))?
+            .map_err(|e| internal(format!("cannot read the registry: {e}")))?
             .into_iter()
             .map(|r| self.view(daemon, r))
             .collect()
@@ -259,7 +252,7 @@ impl AppManager {
         daemon
             .registry
             .releases(name)
-            .map_err(|e| internal("cannot read the registry", e))
+            .map_err(|e| internal(format!("cannot read the registry: {e}")))
     }
 
     /// `POST /v1/apps/{name}/releases`: records release N+1 from the image as stored now
@@ -284,7 +277,7 @@ impl AppManager {
             .unwrap_or_else(|| aegis_api::app::DEFAULT_RELEASE_DEST.to_string());
         if req.from.is_none() && req.dest.is_some() {
             return Err(bad(
-                "--dest only says where a --from directory goes; give --from DIR too".into(),
+                "--dest only says where a --from directory goes; give --from DIR too",
             ));
         }
         // GC must not collect the directory layer between its blob and its release record.
@@ -297,12 +290,12 @@ impl AppManager {
             let started = std::time::Instant::now();
             let layer = tokio::task::spawn_blocking(move || store.import_dir_layer(&dir, &dest))
                 .await
-                .map_err(|e| internal("the layer builder failed", e))?
+                .map_err(|e| internal(format!("the layer builder failed: {e}")))?
                 .map_err(|e| match e {
                     aegis_oci::Error::SourceDir { .. }
                     | aegis_oci::Error::UnsupportedFile { .. }
                     | aegis_oci::Error::BadDestination { .. } => bad(e.to_string()),
-                    other => internal(&format!("cannot build a layer from {from}"), other),
+                    other => internal(format!("cannot build a layer from {from}: {other}")),
                 })?;
             tracing::info!(app = %name, digest = %layer.digest, bytes = layer.size, ms = started.elapsed().as_millis() as u64, "directory layer stored");
             layers.push(release_layer(&layer));
@@ -318,7 +311,7 @@ impl AppManager {
         let release = daemon
             .registry
             .publish_release(name, &new)
-            .map_err(|e| internal("cannot record the release", e))?
+            .map_err(|e| internal(format!("cannot record the release: {e}")))?
             .ok_or_else(|| no_app(name))?;
         tracing::info!(app = %name, release = release.number, layers = release.layers.len(), "release published");
         Ok(release)
@@ -366,7 +359,7 @@ impl AppManager {
             (None, false) => daemon
                 .registry
                 .latest_release(name)
-                .map_err(|e| internal("cannot read the registry", e))?
+                .map_err(|e| internal(format!("cannot read the registry: {e}")))?
                 .map(|r| r.number)
                 .ok_or_else(|| {
                     err(
@@ -381,7 +374,7 @@ impl AppManager {
         let release = daemon
             .registry
             .release(name, number)
-            .map_err(|e| internal("cannot read the registry", e))?
+            .map_err(|e| internal(format!("cannot read the registry: {e}")))?
             .ok_or_else(|| {
                 err(
                     ErrorCode::NotFound,
@@ -409,7 +402,9 @@ impl AppManager {
                     daemon
                         .registry
                         .set_instance_release(&rt.id, number)
-                        .map_err(|e| internal("cannot record the instance's release", e))?;
+                        .map_err(|e| {
+                            internal(format!("cannot record the instance's release: {e}"))
+                        })?;
                     rt.switch_release(number).await;
                     tracing::info!(app = %name, instance = %rt.id, from = ?current, to = number, "switched release");
                 }
@@ -450,7 +445,7 @@ impl AppManager {
         daemon
             .registry
             .delete_app(name)
-            .map_err(|e| internal("cannot delete the app", e))?;
+            .map_err(|e| internal(format!("cannot delete the app: {e}")))?;
         tracing::info!(app = %name, "app removed");
         // The blobs and disks only its releases used are garbage now. Failing to collect
         // them is no reason to fail the removal: the next collection gets them.

@@ -19,6 +19,7 @@ use aegis_image::LayerDiskKind;
 use aegis_oci::{Image, LayerRecord, Store};
 use sha2::{Digest, Sha256};
 
+use crate::api::internal;
 use crate::daemon::Daemon;
 use crate::guest::{BootAssets, GuestAssets};
 use crate::sync::lock;
@@ -81,10 +82,6 @@ fn plan(layers: &[LayerRecord]) -> Vec<DiskPlan> {
     std::iter::once(DiskPlan::Flattened(layers[..flat].to_vec()))
         .chain(layers[flat..].iter().cloned().map(DiskPlan::Single))
         .collect()
-}
-
-fn internal(what: &str, e: impl std::fmt::Display) -> ApiError {
-    ApiError::new(ErrorCode::Internal, format!("{what}: {e}"))
 }
 
 /// Maps a store error to an API error a user can act on.
@@ -170,7 +167,7 @@ impl Images {
                 .build_slots
                 .acquire()
                 .await
-                .map_err(|e| internal("disk build slots closed", e))?;
+                .map_err(|e| internal(format!("disk build slots closed: {e}")))?;
             let this = self.clone();
             let out = path.clone();
             let started = std::time::Instant::now();
@@ -182,7 +179,7 @@ impl Images {
                 aegis_image::build_layer_disk(&this.store, &layers, kind, &out)
             })
             .await
-            .map_err(|e| internal("layer disk build panicked", e))?;
+            .map_err(|e| internal(format!("layer disk build panicked: {e}")))?;
             lock(&self.building).remove(&path);
             let size = built.map_err(|e| {
                 ApiError::new(
@@ -233,7 +230,7 @@ impl Images {
                 wanted.insert(aegis_image::layer_disk_name(digest));
             }
             let entries = std::fs::read_dir(&this.disks)
-                .map_err(|e| internal(&format!("cannot list {}", this.disks.display()), e))?;
+                .map_err(|e| internal(format!("cannot list {}: {e}", this.disks.display())))?;
             // A disk is derived from blobs: one removed here while a VM still has it open
             // stays readable to that VM, and is made again from the kept blobs when needed
             // (a release's flattened disk, for one).
@@ -258,7 +255,7 @@ impl Images {
             Ok(freed)
         })
         .await
-        .map_err(|e| internal("garbage collection panicked", e))?
+        .map_err(|e| internal(format!("garbage collection panicked: {e}")))?
     }
 }
 
@@ -267,7 +264,7 @@ pub fn external_roots(daemon: &Daemon) -> Result<HashSet<String>, ApiError> {
     daemon
         .registry
         .release_blob_digests()
-        .map_err(|e| internal("cannot read the releases", e))
+        .map_err(|e| internal(format!("cannot read the releases: {e}")))
 }
 
 /// What a VM of `image` boots: a built-in image's disk, or an OCI image's layer disks and

@@ -1,27 +1,42 @@
 //! Serve mode: instances (ServeTargets) with per-port router listeners, wake-on-connect and
-//! idle timers. The router (crates/router) proxies; [`runtime`] owns each instance's VM and
-//! its transitions; [`connector`] opens guest ports over the VM's session.
+//! idle timers. The router (crates/router) proxies; this module keeps the set of instances
+//! and their ports. Each instance is an [`runtime::InstanceRuntime`]; its transitions are in
+//! [`lifecycle`], a wake's boot or restore in [`wake`], the memory snapshot in
+//! [`snapshot_cache`], the served process's output in [`logs`], the idle timers in [`idle`];
+//! [`connector`] opens guest ports over the VM's session, [`upstream`] is the router's view.
 
 mod connector;
+mod error;
+mod idle;
+mod lifecycle;
+mod logs;
 pub mod runtime;
+mod snapshot_cache;
+mod target;
 mod upstream;
+mod wake;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aegis_api::{ApiError, CreateInstance, Endpoint, ErrorCode, Instance, PortProtocol};
 use aegis_registry::InstanceRecord;
-use aegis_router::{PortRoute, Protocol, Resolver, Target, WakeSettings};
+use aegis_router::{PortRoute, Resolver, Target, WakeSettings};
 use tokio::net::TcpListener;
 
+use crate::api::internal;
 use crate::daemon::Daemon;
 use crate::ids;
 use crate::sync::lock;
 use crate::tasks::output::{self, OutputLog};
-use crate::tasks::{validate_vm, HostLimits, VmRequest};
+use crate::vm_request::{AsVmRequest, HostLimits};
+pub use error::{error_chain, PauseRefused, WakeFailure};
+use error::{LifecycleError, PortLost};
 use runtime::InstanceRuntime;
+pub use target::validate;
+use target::{router_protocol, url};
 use upstream::InstanceUpstream;
 
 #[derive(Default)]
@@ -31,82 +46,6 @@ pub struct InstanceManager {
     /// by identity (it reuses a client's upstream connection while requests go to the same
     /// one), so the shared port must always hand out the same `Arc`.
     upstreams: Mutex<HashMap<String, Arc<dyn aegis_router::Upstream>>>,
-}
-
-fn bad(message: String) -> ApiError {
-    ApiError::new(ErrorCode::InvalidRequest, message)
-}
-
-fn internal(message: String) -> ApiError {
-    ApiError::new(ErrorCode::Internal, message)
-}
-
-fn router_protocol(p: PortProtocol) -> Protocol {
-    match p {
-        PortProtocol::Http => Protocol::Http,
-        PortProtocol::Tcp => Protocol::Tcp,
-        PortProtocol::Grpc => Protocol::Grpc,
-        PortProtocol::Websocket => Protocol::Websocket,
-    }
-}
-
-fn url(protocol: PortProtocol, port: u16) -> String {
-    match protocol {
-        PortProtocol::Http | PortProtocol::Grpc => format!("http://127.0.0.1:{port}"),
-        PortProtocol::Websocket => format!("ws://127.0.0.1:{port}"),
-        PortProtocol::Tcp => format!("tcp://127.0.0.1:{port}"),
-    }
-}
-
-/// Checks a ServeTarget.
-pub fn validate(req: &CreateInstance, limits: &HostLimits) -> Result<(), ApiError> {
-    validate_vm(
-        &VmRequest {
-            command: &req.command,
-            env: &req.env,
-            workdir: req.workdir.as_deref(),
-            memory_mib: req.memory_mib,
-            vcpus: req.vcpus,
-        },
-        limits,
-    )?;
-    if req.expose.is_empty() {
-        return Err(bad(
-            "an instance must expose at least one port, e.g. `--expose 8000:http`".into(),
-        ));
-    }
-    let mut guest = BTreeSet::new();
-    let mut host = BTreeSet::new();
-    for p in &req.expose {
-        if p.guest_port == 0 {
-            return Err(bad(
-                "guest port 0 is not a port; name the port the app listens on".into(),
-            ));
-        }
-        if !guest.insert(p.guest_port) {
-            return Err(bad(format!("guest port {} is exposed twice", p.guest_port)));
-        }
-        if let Some(h) = p.host_port.filter(|h| *h != 0) {
-            if !host.insert(h) {
-                return Err(bad(format!("host port {h} is used twice")));
-            }
-        }
-    }
-    if let Some(name) = &req.name {
-        let ok = !name.is_empty()
-            && name.len() <= 63
-            && name
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-            && !name.starts_with('-');
-        if !ok {
-            return Err(bad(format!(
-                "invalid instance name '{name}': use 1-63 lowercase letters, digits and '-' \
-                 (it becomes a host name on the router)"
-            )));
-        }
-    }
-    req.check_durations().map_err(bad)
 }
 
 impl InstanceManager {
@@ -167,7 +106,12 @@ impl InstanceManager {
                 .unwrap_or_else(|| aegis_api::DEFAULT_IMAGE.to_string());
             let root = crate::images::resolve_root(daemon, &image).await?;
             if let Some(config) = &root.config {
-                apply_image_config(&mut req, config);
+                req.apply_image_config(config);
+                // As `docker run -P`: the image's ExposedPorts (as HTTP) when the request
+                // exposes nothing.
+                if req.expose.is_empty() {
+                    req.expose = crate::images::exposed_ports(config);
+                }
             }
         }
         validate(&req, &HostLimits::probe())?;
@@ -247,18 +191,7 @@ impl InstanceManager {
         record: InstanceRecord,
         listeners: Vec<TcpListener>,
     ) -> Result<Arc<InstanceRuntime>, ApiError> {
-        let dir = daemon.config.home.join("instances").join(&record.id);
-        let log = OutputLog::create(&dir)
-            .map_err(|e| internal(format!("cannot create {}: {e}", dir.display())))?;
-        let rt = InstanceRuntime::new(
-            daemon,
-            record.id.clone(),
-            record.name.clone(),
-            record.target.clone(),
-            record.created_at.clone(),
-            record.endpoints.clone(),
-            Arc::new(log),
-        );
+        let rt = InstanceRuntime::new(daemon, &record, self.open_log(daemon, &record.id)?, None);
         let wake = WakeSettings {
             deadline: rt.wake_timeout(),
             loading_page: record.target.loading_page.unwrap_or(true),
@@ -285,7 +218,16 @@ impl InstanceManager {
         Ok(rt)
     }
 
-    /// Re-creates recorded instances after a daemon restart, on the same host ports.
+    fn open_log(&self, daemon: &Daemon, id: &str) -> Result<Arc<OutputLog>, ApiError> {
+        let dir = daemon.config.home.join("instances").join(id);
+        let log = OutputLog::create(&dir)
+            .map_err(|e| internal(format!("cannot create {}: {e}", dir.display())))?;
+        Ok(Arc::new(log))
+    }
+
+    /// Re-creates recorded instances after a daemon restart, on the same host ports. One
+    /// whose port cannot be bound again stays listed in the `error` state (it keeps its name
+    /// and workspace until removed) with a message that says what to do.
     pub async fn reload(&self, daemon: &Arc<Daemon>) {
         let records = match daemon.registry.list_instances() {
             Ok(r) => r,
@@ -301,43 +243,44 @@ impl InstanceManager {
                     daemon.workspaces.restore_hold(ws, &record.id);
                 }
             }
-            let mut listeners = vec![];
-            for e in &record.endpoints {
-                match TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, e.host_port))).await
-                {
-                    Ok(l) => listeners.push(l),
-                    Err(err) => {
-                        tracing::error!(instance = %record.id, port = e.host_port, error = %err, "cannot re-bind port; instance not served");
-                        break;
-                    }
-                }
-            }
-            if listeners.len() != record.endpoints.len() {
-                continue;
-            }
             let id = record.id.clone();
-            if let Err(e) = self.start(daemon, record, listeners) {
+            let started = match bind_recorded(&record).await {
+                Ok(listeners) => self.start(daemon, record, listeners),
+                Err(lost) => {
+                    tracing::error!(instance = %id, error = %lost, "instance cannot be served");
+                    self.start_unservable(daemon, record, lost.to_string())
+                }
+            };
+            if let Err(e) = started {
                 tracing::error!(instance = %id, error = %e, "cannot restart instance");
             }
         }
     }
 
+    /// Lists an instance that cannot be served: no listeners, no router name, no idle loop.
+    fn start_unservable(
+        &self,
+        daemon: &Arc<Daemon>,
+        record: InstanceRecord,
+        why: String,
+    ) -> Result<Arc<InstanceRuntime>, ApiError> {
+        let log = self.open_log(daemon, &record.id)?;
+        let rt = InstanceRuntime::new(daemon, &record, log, Some(why));
+        lock(&self.instances).insert(record.id.clone(), rt.clone());
+        Ok(rt)
+    }
+
     pub async fn pause(&self, key: &str) -> Result<Instance, ApiError> {
         let rt = self.get(key)?;
-        rt.pause()
-            .await
-            .map_err(|e| ApiError::new(ErrorCode::Conflict, e))?;
+        rt.pause().await.map_err(LifecycleError::Pause)?;
         Ok(rt.view())
     }
 
     pub async fn resume(&self, key: &str) -> Result<Instance, ApiError> {
         let rt = self.get(key)?;
-        rt.ensure_ready().await.map_err(|e| {
-            ApiError::new(
-                ErrorCode::Unavailable,
-                format!("cannot wake instance {key}: {}", error_chain(&e)),
-            )
-        })?;
+        rt.ensure_ready()
+            .await
+            .map_err(|error| LifecycleError::Wake { key, error })?;
         Ok(rt.view())
     }
 
@@ -362,7 +305,7 @@ impl InstanceManager {
         daemon
             .registry
             .delete_instance(&rt.id)
-            .map_err(|e| internal(e.to_string()))?;
+            .map_err(|e| internal(format!("cannot delete instance {}: {e}", rt.id)))?;
         // Its VM is gone: the workspace is free for others.
         daemon
             .workspaces
@@ -409,18 +352,6 @@ impl InstanceManager {
     }
 }
 
-/// `WakeError`'s message with its causes.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
-
 /// Host-name routing on the shared HTTP port: `<name>` -> the instance's first HTTP-family port.
 pub struct NameResolver(pub std::sync::Weak<Daemon>);
 
@@ -446,18 +377,18 @@ impl Resolver for NameResolver {
     }
 }
 
-/// Applies an OCI image's configuration to an instance request, as `docker run` would: its
-/// Entrypoint/Cmd, Env, WorkingDir and User under what the request says, and its
-/// ExposedPorts (as HTTP) when the request exposes nothing.
-fn apply_image_config(req: &mut CreateInstance, config: &aegis_oci::ImageConfig) {
-    crate::images::apply_config_to(
-        config,
-        &mut req.command,
-        &mut req.env,
-        &mut req.workdir,
-        &mut req.user,
-    );
-    if req.expose.is_empty() {
-        req.expose = crate::images::exposed_ports(config);
+/// Binds the recorded host ports of an instance again.
+async fn bind_recorded(record: &InstanceRecord) -> Result<Vec<TcpListener>, PortLost> {
+    let mut listeners = vec![];
+    for e in &record.endpoints {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, e.host_port));
+        let l = TcpListener::bind(addr).await.map_err(|cause| PortLost {
+            addr,
+            guest_port: e.guest_port,
+            name: record.name.clone(),
+            cause,
+        })?;
+        listeners.push(l);
     }
+    Ok(listeners)
 }

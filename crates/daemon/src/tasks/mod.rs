@@ -17,9 +17,11 @@ use aegis_api::{ApiError, CreateTask, ErrorCode, OutputEvent, Task, TaskState};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::api::{bad, internal};
 use crate::daemon::Daemon;
 use crate::ids;
 use crate::sync::lock;
+use crate::vm_request::{validate_vm, AsVmRequest, HostLimits};
 use output::OutputLog;
 
 /// A task whose runner is alive.
@@ -69,13 +71,7 @@ impl TaskManager {
             .unwrap_or_else(|| aegis_api::DEFAULT_IMAGE.to_string());
         let root = crate::images::resolve_root(daemon, &image).await?;
         if let Some(config) = &root.config {
-            crate::images::apply_config_to(
-                config,
-                &mut req.command,
-                &mut req.env,
-                &mut req.workdir,
-                &mut req.user,
-            );
+            req.apply_image_config(config);
         }
         let limits = HostLimits::probe();
         validate(&req, &limits)?;
@@ -241,10 +237,6 @@ impl TaskManager {
     }
 }
 
-fn internal(message: String) -> ApiError {
-    ApiError::new(ErrorCode::Internal, message)
-}
-
 fn not_found(id: &str) -> ApiError {
     ApiError::new(
         ErrorCode::NotFound,
@@ -252,110 +244,20 @@ fn not_found(id: &str) -> ApiError {
     )
 }
 
-/// What this host can give one VM.
-pub struct HostLimits {
-    pub cpus: u32,
-    pub memory_mib: u64,
-}
-
-impl HostLimits {
-    pub fn probe() -> Self {
-        let cpus = std::thread::available_parallelism()
-            .map(|n| n.get() as u32)
-            .unwrap_or(1);
-        let memory_mib = std::fs::read_to_string("/proc/meminfo")
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("MemTotal:"))
-                    .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-            })
-            .map(|kib| kib / 1024)
-            .unwrap_or(1024);
-        HostLimits { cpus, memory_mib }
-    }
-}
-
 /// Checks a request against the API's rules and this host's limits.
 pub fn validate(req: &CreateTask, limits: &HostLimits) -> Result<(), ApiError> {
-    let vm = VmRequest {
-        command: &req.command,
-        env: &req.env,
-        workdir: req.workdir.as_deref(),
-        memory_mib: req.memory_mib,
-        vcpus: req.vcpus,
-    };
-    validate_vm(&vm, limits)?;
-    let bad = |m: String| Err(ApiError::new(ErrorCode::InvalidRequest, m));
-    req.check_durations().or_else(bad)?;
+    validate_vm(&req.vm_request(), limits)?;
+    req.check_durations().map_err(bad)?;
     if req.max_artifact_bytes == Some(0) {
-        return bad(
-            "max_artifact_bytes must be at least 1; leave it out for the daemon's cap".into(),
-        );
+        return Err(bad(
+            "max_artifact_bytes must be at least 1; leave it out for the daemon's cap",
+        ));
     }
     for a in &req.artifacts {
         if !a.starts_with('/') {
-            return bad(format!(
+            return Err(bad(format!(
                 "artifact path '{a}' must be absolute (a path inside the guest)"
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// What every VM request (task or instance) asks for.
-pub struct VmRequest<'a> {
-    pub command: &'a [String],
-    pub env: &'a std::collections::BTreeMap<String, String>,
-    pub workdir: Option<&'a str>,
-    pub memory_mib: Option<u32>,
-    pub vcpus: Option<u32>,
-}
-
-/// Checks the command, environment and resources of a VM request.
-pub fn validate_vm(req: &VmRequest<'_>, limits: &HostLimits) -> Result<(), ApiError> {
-    let bad = |m: String| Err(ApiError::new(ErrorCode::InvalidRequest, m));
-    if req.command.first().is_none_or(|c| c.is_empty()) {
-        return bad(
-            "no command given: pass the program to run, e.g. `aegis run -- echo hi`".into(),
-        );
-    }
-    if req.command.iter().any(|a| a.contains('\0')) {
-        return bad("command arguments must not contain NUL bytes".into());
-    }
-    if let Some(m) = req.memory_mib {
-        if m < aegis_api::MIN_MEMORY_MIB {
-            return bad(format!(
-                "memory {m} MiB is too small: a microVM needs at least {} MiB",
-                aegis_api::MIN_MEMORY_MIB
-            ));
-        }
-        if u64::from(m) > limits.memory_mib {
-            return bad(format!(
-                "memory {m} MiB exceeds this host's {} MiB; ask for less",
-                limits.memory_mib
-            ));
-        }
-    }
-    if let Some(c) = req.vcpus {
-        if c == 0 || c > limits.cpus {
-            return bad(format!(
-                "vcpus must be between 1 and {} on this host (got {c})",
-                limits.cpus
-            ));
-        }
-    }
-    for k in req.env.keys() {
-        if k.is_empty() || k.contains('=') || k.contains('\0') {
-            return bad(format!("invalid environment variable name '{k}'"));
-        }
-    }
-    if req.env.values().any(|v| v.contains('\0')) {
-        return bad("environment values must not contain NUL bytes".into());
-    }
-    if let Some(w) = req.workdir {
-        if !w.starts_with('/') {
-            return bad(format!("workdir '{w}' must be an absolute guest path"));
+            )));
         }
     }
     Ok(())

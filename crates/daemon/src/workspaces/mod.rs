@@ -23,6 +23,7 @@ use aegis_api::{ApiError, CreateWorkspace, ErrorCode, Workspace, WorkspaceMode, 
 use aegis_registry::WorkspaceRecord;
 use aegis_vmm::Share;
 
+use crate::api::{bad, internal};
 use crate::config::Config;
 use crate::daemon::Daemon;
 use crate::ids;
@@ -77,14 +78,6 @@ fn recorded_name(recorded: &str) -> Option<String> {
 pub struct WorkspaceManager {
     /// name -> holder ids (task or instance ids). Also serialises create/acquire/delete.
     holders: Mutex<BTreeMap<String, Vec<String>>>,
-}
-
-fn bad(message: String) -> ApiError {
-    ApiError::new(ErrorCode::InvalidRequest, message)
-}
-
-fn internal(message: String) -> ApiError {
-    ApiError::new(ErrorCode::Internal, message)
 }
 
 fn not_found(name: &str) -> ApiError {
