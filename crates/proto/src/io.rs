@@ -108,7 +108,7 @@ impl std::fmt::Debug for StreamIo {
 fn io_kind(e: &SessionError) -> io::ErrorKind {
     match e {
         SessionError::Reset(_) => io::ErrorKind::ConnectionReset,
-        SessionError::Closed => io::ErrorKind::ConnectionAborted,
+        SessionError::Closed | SessionError::Violation(_) => io::ErrorKind::ConnectionAborted,
         SessionError::Encode(_) => io::ErrorKind::InvalidData,
     }
 }
