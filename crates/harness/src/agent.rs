@@ -90,6 +90,10 @@ impl Agent {
             let (session, mut inbox) = Session::start::<HostMessage, _>(io, Side::Guest);
             self.inner.procs.set_current(Some(session.clone()));
             let outcome = self.run_session(&session, &mut inbox, &control).await;
+            if let Some(v) = session.violation() {
+                // The session already ended itself; say why in the console log.
+                tracing::warn!(violation = %v, "the host broke the protocol; session ended");
+            }
             self.inner.procs.set_current(None);
             session.close();
             let end = match outcome {

@@ -9,6 +9,11 @@
 //! Control payloads are one JSON-encoded message (typed, versioned, easy to inspect in a
 //! capture); data payloads are raw bytes. Data frames are at most [`MAX_DATA`] bytes, so one
 //! large write never monopolises the connection.
+//!
+//! Decoding trusts nothing: the limit of each kind (data [`MAX_DATA`], control [`MAX_FRAME`],
+//! credit exactly 4 bytes, EOF and reset none) is checked against the length prefix and the
+//! kind byte *before* the payload is read, so no input makes the decoder allocate more than
+//! the limit of the frame's kind.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use serde::{de::DeserializeOwned, Serialize};
@@ -49,8 +54,12 @@ pub enum Frame<C> {
 pub enum FrameError {
     #[error("I/O error on the session channel: {0}")]
     Io(#[from] std::io::Error),
-    #[error("frame of {0} bytes exceeds the limit of {MAX_FRAME} bytes")]
-    TooLarge(usize),
+    #[error("{kind} frame of {len} bytes exceeds the limit of {limit} bytes for its kind")]
+    TooLarge {
+        kind: &'static str,
+        len: usize,
+        limit: usize,
+    },
     #[error("malformed frame: {0}")]
     Malformed(&'static str),
     #[error("unknown frame kind {0}")]
@@ -74,9 +83,7 @@ impl<C: Serialize> Frame<C> {
             Frame::Reset { stream } => (KIND_RESET, *stream, Bytes::new()),
         };
         let len = HEADER + payload.len();
-        if len > MAX_FRAME {
-            return Err(FrameError::TooLarge(len));
-        }
+        check_len(kind, len)?;
         out.reserve(4 + len);
         out.put_u32_le(len as u32);
         out.put_u8(kind);
@@ -94,12 +101,44 @@ impl<C: Serialize> Frame<C> {
     }
 }
 
+/// Largest frame (kind + stream + payload, i.e. the length prefix) allowed for `kind`.
+fn limit_of(kind: u8) -> Result<(&'static str, usize), FrameError> {
+    Ok(match kind {
+        KIND_CONTROL => ("control", MAX_FRAME),
+        KIND_DATA => ("data", HEADER + MAX_DATA),
+        KIND_EOF => ("eof", HEADER),
+        KIND_CREDIT => ("credit", HEADER + 4),
+        KIND_RESET => ("reset", HEADER),
+        other => return Err(FrameError::UnknownKind(other)),
+    })
+}
+
+fn check_len(kind: u8, len: usize) -> Result<(), FrameError> {
+    let (name, limit) = limit_of(kind)?;
+    if len > limit {
+        return Err(FrameError::TooLarge {
+            kind: name,
+            len,
+            limit,
+        });
+    }
+    Ok(())
+}
+
 impl<C: DeserializeOwned> Frame<C> {
     /// Decodes the body of a frame (everything after the length prefix).
     pub fn decode(mut body: Bytes) -> Result<Self, FrameError> {
+        if body.len() > MAX_FRAME {
+            return Err(FrameError::TooLarge {
+                kind: "any",
+                len: body.len(),
+                limit: MAX_FRAME,
+            });
+        }
         if body.len() < HEADER {
             return Err(FrameError::Malformed("frame shorter than its header"));
         }
+        check_len(body[0], body.len())?;
         let kind = body.get_u8();
         let stream = body.get_u32_le();
         Ok(match kind {
@@ -121,6 +160,9 @@ impl<C: DeserializeOwned> Frame<C> {
     }
 
     /// Reads one frame. `Ok(None)` on a clean end of stream between frames.
+    ///
+    /// The length prefix and the kind byte are checked before the payload buffer is
+    /// allocated: a peer cannot make this side reserve more than the limit of the kind.
     pub async fn read_from<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Self>, FrameError> {
         let mut len = [0u8; 4];
         match r.read_exact(&mut len).await {
@@ -130,10 +172,20 @@ impl<C: DeserializeOwned> Frame<C> {
         }
         let len = u32::from_le_bytes(len) as usize;
         if len > MAX_FRAME {
-            return Err(FrameError::TooLarge(len));
+            return Err(FrameError::TooLarge {
+                kind: "any",
+                len,
+                limit: MAX_FRAME,
+            });
         }
+        if len < HEADER {
+            return Err(FrameError::Malformed("frame shorter than its header"));
+        }
+        let kind = r.read_u8().await?;
+        check_len(kind, len)?;
         let mut body = vec![0u8; len];
-        r.read_exact(&mut body).await?;
+        body[0] = kind;
+        r.read_exact(&mut body[1..]).await?;
         Self::decode(Bytes::from(body)).map(Some)
     }
 }
@@ -202,7 +254,71 @@ mod tests {
         let mut bytes: &[u8] = &[0xff, 0xff, 0xff, 0x7f];
         assert!(matches!(
             Frame::<HostMessage>::read_from(&mut bytes).await,
-            Err(FrameError::TooLarge(_))
+            Err(FrameError::TooLarge { .. })
+        ));
+    }
+
+    /// Builds the bytes of a frame with an arbitrary kind and payload, bypassing the encoder.
+    fn raw(kind: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&((HEADER + payload.len()) as u32).to_le_bytes());
+        out.push(kind);
+        out.extend_from_slice(&stream.to_le_bytes());
+        out.extend_from_slice(payload);
+        out
+    }
+
+    #[tokio::test]
+    async fn oversize_data_frame_is_rejected() {
+        let bytes = raw(KIND_DATA, 1, &vec![7u8; MAX_DATA + 1]);
+        let r = Frame::<HostMessage>::read_from(&mut bytes.as_slice()).await;
+        assert!(
+            matches!(
+                r,
+                Err(FrameError::TooLarge {
+                    kind: "data",
+                    len,
+                    limit
+                }) if len == HEADER + MAX_DATA + 1 && limit == HEADER + MAX_DATA
+            ),
+            "{r:?}"
+        );
+        let body = Bytes::from(bytes[4..].to_vec());
+        assert!(matches!(
+            Frame::<HostMessage>::decode(body),
+            Err(FrameError::TooLarge { kind: "data", .. })
+        ));
+        // The largest legal data frame still passes.
+        let bytes = raw(KIND_DATA, 1, &vec![7u8; MAX_DATA]);
+        let f = Frame::<HostMessage>::read_from(&mut bytes.as_slice()).await;
+        assert!(matches!(f, Ok(Some(Frame::Data { stream: 1, data })) if data.len() == MAX_DATA));
+    }
+
+    #[tokio::test]
+    async fn a_large_prefix_of_a_small_kind_is_refused_before_reading_its_payload() {
+        // A 4 MiB "reset" frame: refused after the kind byte, with only 5 bytes supplied.
+        let mut head = ((MAX_FRAME) as u32).to_le_bytes().to_vec();
+        head.push(KIND_RESET);
+        let r = Frame::<HostMessage>::read_from(&mut head.as_slice()).await;
+        assert!(
+            matches!(r, Err(FrameError::TooLarge { kind: "reset", .. })),
+            "{r:?}"
+        );
+        let mut head = 3u32.to_le_bytes().to_vec();
+        head.extend_from_slice(&[0, 0, 0]);
+        let r = Frame::<HostMessage>::read_from(&mut head.as_slice()).await;
+        assert!(matches!(r, Err(FrameError::Malformed(_))), "{r:?}");
+    }
+
+    #[test]
+    fn encoder_refuses_what_the_decoder_would_reject() {
+        let f = Frame::<HostMessage>::Data {
+            stream: 1,
+            data: Bytes::from(vec![0u8; MAX_DATA + 1]),
+        };
+        assert!(matches!(
+            f.encode(&mut BytesMut::new()),
+            Err(FrameError::TooLarge { kind: "data", .. })
         ));
     }
 

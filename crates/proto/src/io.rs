@@ -108,7 +108,7 @@ impl std::fmt::Debug for StreamIo {
 fn io_kind(e: &SessionError) -> io::ErrorKind {
     match e {
         SessionError::Reset(_) => io::ErrorKind::ConnectionReset,
-        SessionError::Closed => io::ErrorKind::ConnectionAborted,
+        SessionError::Closed | SessionError::Violation(_) => io::ErrorKind::ConnectionAborted,
         SessionError::Encode(_) => io::ErrorKind::InvalidData,
     }
 }
@@ -282,6 +282,16 @@ mod tests {
         (host, guest)
     }
 
+    /// A broken session fails the test at this deadline instead of hanging it.
+    async fn within(test: impl std::future::Future<Output = ()>) {
+        if tokio::time::timeout(std::time::Duration::from_secs(60), test)
+            .await
+            .is_err()
+        {
+            panic!("no progress within 60 s: the session is stuck");
+        }
+    }
+
     fn pattern(len: usize) -> Vec<u8> {
         (0..len).map(|i| (i * 31 % 251) as u8).collect()
     }
@@ -299,91 +309,106 @@ mod tests {
 
     #[tokio::test]
     async fn five_megabytes_round_trip_byte_exact() {
-        let (host, guest) = pair();
-        let io = StreamIo::from(host.open_stream());
-        let echo = spawn_echo(&guest, io.id());
-        let data = pattern(5 * 1024 * 1024);
-        let (mut r, mut w) = tokio::io::split(io);
-        let sent = data.clone();
-        let writer = tokio::spawn(async move {
-            w.write_all(&sent).await.unwrap();
-            w.shutdown().await.unwrap();
-            w
-        });
-        let mut got = Vec::new();
-        r.read_to_end(&mut got).await.unwrap();
-        let _w = writer.await.unwrap();
-        assert_eq!(echo.await.unwrap(), data.len() as u64);
-        assert_eq!(got.len(), data.len());
-        assert!(got == data);
+        within(async {
+            let (host, guest) = pair();
+            let io = StreamIo::from(host.open_stream());
+            let echo = spawn_echo(&guest, io.id());
+            let data = pattern(5 * 1024 * 1024);
+            let (mut r, mut w) = tokio::io::split(io);
+            let sent = data.clone();
+            let writer = tokio::spawn(async move {
+                w.write_all(&sent).await.unwrap();
+                w.shutdown().await.unwrap();
+                w
+            });
+            let mut got = Vec::new();
+            r.read_to_end(&mut got).await.unwrap();
+            let _w = writer.await.unwrap();
+            assert_eq!(echo.await.unwrap(), data.len() as u64);
+            assert_eq!(got.len(), data.len());
+            assert!(got == data);
+        })
+        .await;
     }
 
     #[tokio::test]
     async fn half_close_keeps_the_other_direction_open() {
-        let (host, guest) = pair();
-        let mut h = StreamIo::from(host.open_stream());
-        let mut g = StreamIo::from(guest.stream(h.id()));
-        h.write_all(b"request").await.unwrap();
-        h.shutdown().await.unwrap();
-        h.shutdown().await.unwrap(); // idempotent
-        assert!(h.write_all(b"more").await.is_err(), "write after shutdown");
-        let mut req = Vec::new();
-        g.read_to_end(&mut req).await.unwrap();
-        assert_eq!(req, b"request");
-        // The guest answers after reading the host's end of stream.
-        g.write_all(b"response").await.unwrap();
-        g.shutdown().await.unwrap();
-        let mut resp = Vec::new();
-        h.read_to_end(&mut resp).await.unwrap();
-        assert_eq!(resp, b"response");
+        within(async {
+            let (host, guest) = pair();
+            let mut h = StreamIo::from(host.open_stream());
+            let mut g = StreamIo::from(guest.stream(h.id()));
+            h.write_all(b"request").await.unwrap();
+            h.shutdown().await.unwrap();
+            h.shutdown().await.unwrap(); // idempotent
+            assert!(h.write_all(b"more").await.is_err(), "write after shutdown");
+            let mut req = Vec::new();
+            g.read_to_end(&mut req).await.unwrap();
+            assert_eq!(req, b"request");
+            // The guest answers after reading the host's end of stream.
+            g.write_all(b"response").await.unwrap();
+            g.shutdown().await.unwrap();
+            let mut resp = Vec::new();
+            h.read_to_end(&mut resp).await.unwrap();
+            assert_eq!(resp, b"response");
+        })
+        .await;
     }
 
     #[tokio::test]
     async fn drop_without_shutdown_resets_the_peer() {
-        let (host, guest) = pair();
-        let mut h = StreamIo::from(host.open_stream());
-        let mut g = StreamIo::from(guest.stream(h.id()));
-        h.write_all(b"partial").await.unwrap();
-        h.flush().await.unwrap();
-        drop(h);
-        let mut buf = [0u8; 7];
-        g.read_exact(&mut buf).await.unwrap();
-        assert_eq!(&buf, b"partial");
-        let err = g.read_u8().await.unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::ConnectionReset);
-        let err = g.write_all(b"x").await.unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::ConnectionReset);
+        within(async {
+            let (host, guest) = pair();
+            let mut h = StreamIo::from(host.open_stream());
+            let mut g = StreamIo::from(guest.stream(h.id()));
+            h.write_all(b"partial").await.unwrap();
+            h.flush().await.unwrap();
+            drop(h);
+            let mut buf = [0u8; 7];
+            g.read_exact(&mut buf).await.unwrap();
+            assert_eq!(&buf, b"partial");
+            let err = g.read_u8().await.unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::ConnectionReset);
+            let err = g.write_all(b"x").await.unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::ConnectionReset);
+        })
+        .await;
     }
 
     #[tokio::test]
     async fn drop_after_shutdown_is_a_clean_end() {
-        let (host, guest) = pair();
-        let mut h = StreamIo::from(host.open_stream());
-        let mut g = StreamIo::from(guest.stream(h.id()));
-        h.write_all(b"done").await.unwrap();
-        h.shutdown().await.unwrap();
-        drop(h);
-        let mut got = Vec::new();
-        g.read_to_end(&mut got).await.unwrap();
-        assert_eq!(got, b"done");
+        within(async {
+            let (host, guest) = pair();
+            let mut h = StreamIo::from(host.open_stream());
+            let mut g = StreamIo::from(guest.stream(h.id()));
+            h.write_all(b"done").await.unwrap();
+            h.shutdown().await.unwrap();
+            drop(h);
+            let mut got = Vec::new();
+            g.read_to_end(&mut got).await.unwrap();
+            assert_eq!(got, b"done");
+        })
+        .await;
     }
 
     #[tokio::test]
     async fn session_loss_aborts_reads_and_writes() {
-        let (a, b) = tokio::io::duplex(1024);
-        let (host, _) = Session::start::<GuestMessage, _>(a, Side::Host);
-        let mut h = StreamIo::from(host.open_stream());
-        drop(b);
-        host.closed().await;
-        let err = h.read_u8().await.unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::ConnectionAborted);
-        // The first write may be accepted as write-behind; the flush reports the loss.
-        let r = async {
-            h.write_all(b"x").await?;
-            h.flush().await
-        }
+        within(async {
+            let (a, b) = tokio::io::duplex(1024);
+            let (host, _) = Session::start::<GuestMessage, _>(a, Side::Host);
+            let mut h = StreamIo::from(host.open_stream());
+            drop(b);
+            host.closed().await;
+            let err = h.read_u8().await.unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::ConnectionAborted);
+            // The first write may be accepted as write-behind; the flush reports the loss.
+            let r = async {
+                h.write_all(b"x").await?;
+                h.flush().await
+            }
+            .await;
+            assert_eq!(r.unwrap_err().kind(), io::ErrorKind::ConnectionAborted);
+        })
         .await;
-        assert_eq!(r.unwrap_err().kind(), io::ErrorKind::ConnectionAborted);
     }
 
     /// The alternative design: a duplex pipe bridged to the stream by two copy tasks.

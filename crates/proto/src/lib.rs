@@ -10,7 +10,9 @@
 //!   (guest -> host) are the only things the two sides say to each other.
 //! - [`session`]: the multiplexer shared by both sides. Many byte streams (process stdio,
 //!   proxied connections, file transfers) share the one connection, each with its own
-//!   credit-based flow control, so a slow reader of one stream never stalls another.
+//!   credit-based flow control, so a slow reader of one stream never stalls another. The peer
+//!   is not trusted: what it can make a session hold is bounded, and a peer that breaks the
+//!   rules ends the session with a [`Violation`].
 #![forbid(unsafe_code)]
 
 pub mod frame;
@@ -23,4 +25,4 @@ pub use message::{
     ExitStatus, GuestMessage, HostMessage, ProcId, ProcessSpec, SpawnError, SpawnErrorKind,
     PROTOCOL_VERSION,
 };
-pub use session::{Session, SessionError, Side, Stream};
+pub use session::{Session, SessionConfig, SessionError, SessionStats, Side, Stream, Violation};
