@@ -2,58 +2,12 @@
 //! host process): wake on connect, idle pause, resume, terminate, cold boot again, explicit
 //! stop/delete. Real VMs cover the same in `tests/tests/serve.rs`.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aegis_api::{CreateInstance, InstanceState, PortProtocol, PortSpec};
-use aegis_vmm::FakeBackend;
-use aegisd::config::Config;
-use aegisd::guest::{BootAssets, GuestAssets};
+use aegis_testkit::daemon::{fixture, Fixture};
+use aegis_testkit::net::{free_port, http_get_status as get};
 use aegisd::Daemon;
-
-async fn daemon() -> (Arc<Daemon>, Arc<FakeBackend>, tempfile::TempDir) {
-    let home = tempfile::tempdir().unwrap();
-    let mut config = Config::new(home.path().to_path_buf(), "fake").unwrap();
-    config.router_addr = "127.0.0.1:0".parse().unwrap();
-    let fake = Arc::new(FakeBackend::new());
-    let assets = BootAssets {
-        kernel: "/dev/null".into(),
-        initramfs: "/dev/null".into(),
-        layers: vec!["/dev/null".into()],
-    };
-    let guest = GuestAssets::fixed(&config, assets);
-    let d = Daemon::start_with(config, fake.clone(), guest)
-        .await
-        .unwrap();
-    (d, fake, home)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// One HTTP GET in a blocking thread; returns the status code.
-async fn get(port: u16) -> u16 {
-    tokio::task::spawn_blocking(move || {
-        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        write!(s, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
-        let mut r = String::new();
-        s.read_to_string(&mut r).unwrap();
-        r.split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0)
-    })
-    .await
-    .unwrap()
-}
 
 async fn wait_state(d: &Daemon, id: &str, want: InstanceState) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -69,7 +23,11 @@ async fn wait_state(d: &Daemon, id: &str, want: InstanceState) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wake_pause_resume_terminate_and_wake_again() {
-    let (d, fake, _home) = daemon().await;
+    let Fixture {
+        daemon: d,
+        fake,
+        home: _home,
+    } = fixture().await;
     let app_port = free_port();
     let req = CreateInstance {
         name: Some("web".into()),
@@ -137,7 +95,11 @@ async fn wake_pause_resume_terminate_and_wake_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_targets_are_refused() {
-    let (d, _fake, _home) = daemon().await;
+    let Fixture {
+        daemon: d,
+        home: _home,
+        ..
+    } = fixture().await;
     let base = CreateInstance {
         command: vec!["true".into()],
         expose: vec![PortSpec {
@@ -204,7 +166,11 @@ async fn bad_targets_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shared_port_reuses_one_upstream_per_client_connection() {
-    let (d, _fake, _home) = daemon().await;
+    let Fixture {
+        daemon: d,
+        home: _home,
+        ..
+    } = fixture().await;
     let app_port = free_port();
     let req = CreateInstance {
         name: Some("app".into()),

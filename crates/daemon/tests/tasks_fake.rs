@@ -6,36 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aegis_api::{CreateTask, OutputEvent, StreamName, Task, TaskState};
-use aegis_vmm::FakeBackend;
-use aegisd::config::Config;
-use aegisd::guest::{BootAssets, GuestAssets};
+use aegis_testkit::daemon::fixture;
 use aegisd::Daemon;
-
-struct Fixture {
-    daemon: Arc<Daemon>,
-    fake: Arc<FakeBackend>,
-    _home: tempfile::TempDir,
-}
-
-async fn fixture() -> Fixture {
-    let home = tempfile::tempdir().unwrap();
-    let config = Config::new(home.path().to_path_buf(), "fake").unwrap();
-    let fake = Arc::new(FakeBackend::new());
-    let assets = BootAssets {
-        kernel: "/dev/null".into(),
-        initramfs: "/dev/null".into(),
-        layers: vec!["/dev/null".into()],
-    };
-    let guest = GuestAssets::fixed(&config, assets);
-    let daemon = Daemon::start_with(config, fake.clone(), guest)
-        .await
-        .unwrap();
-    Fixture {
-        daemon,
-        fake,
-        _home: home,
-    }
-}
 
 fn req(cmd: &[&str]) -> CreateTask {
     CreateTask {

@@ -9,24 +9,9 @@ use aegis_api::{
     CreateInstance, CreateTask, CreateWorkspace, ErrorCode, PortProtocol, PortSpec, TaskState,
     WorkspaceMode,
 };
+use aegis_testkit::daemon::start;
 use aegis_vmm::FakeBackend;
-use aegisd::config::Config;
-use aegisd::guest::{BootAssets, GuestAssets};
 use aegisd::Daemon;
-
-async fn daemon(home: &std::path::Path, fake: &Arc<FakeBackend>) -> Arc<Daemon> {
-    let mut config = Config::new(home.to_path_buf(), "fake").unwrap();
-    config.router_addr = "127.0.0.1:0".parse().unwrap();
-    let assets = BootAssets {
-        kernel: "/dev/null".into(),
-        initramfs: "/dev/null".into(),
-        layers: vec!["/dev/null".into()],
-    };
-    let guest = GuestAssets::fixed(&config, assets);
-    Daemon::start_with(config, fake.clone(), guest)
-        .await
-        .unwrap()
-}
 
 fn task(cmd: &[&str], workspace: &str) -> CreateTask {
     CreateTask {
@@ -51,7 +36,7 @@ async fn wait_end(d: &Arc<Daemon>, id: &str) -> aegis_api::Task {
 async fn isolated_holders_deletion_and_auto_create() {
     let home = tempfile::tempdir().unwrap();
     let fake = Arc::new(FakeBackend::new());
-    let d = daemon(home.path(), &fake).await;
+    let d = start(home.path(), &fake).await;
 
     // Unknown name: created isolated on first use.
     let t1 = d
@@ -137,7 +122,7 @@ async fn isolated_holders_deletion_and_auto_create() {
 async fn shared_workspaces_take_many_holders() {
     let home = tempfile::tempdir().unwrap();
     let fake = Arc::new(FakeBackend::new());
-    let d = daemon(home.path(), &fake).await;
+    let d = start(home.path(), &fake).await;
     let req = CreateWorkspace {
         name: "team".into(),
         mode: WorkspaceMode::Shared,
@@ -182,7 +167,7 @@ async fn an_instance_holds_its_workspace_for_life_and_across_restarts() {
         ..Default::default()
     };
     let id = {
-        let d = daemon(home.path(), &fake).await;
+        let d = start(home.path(), &fake).await;
         let i = d.instances.create(&d, inst.clone()).await.unwrap();
         assert_eq!(
             d.workspaces.get(&d, "site").unwrap().used_by,
@@ -202,7 +187,7 @@ async fn an_instance_holds_its_workspace_for_life_and_across_restarts() {
     // Let the old listeners close so the reload can bind the same host port.
     tokio::time::sleep(Duration::from_millis(500)).await;
     // A new daemon on the same home rebuilds the hold from the recorded instance.
-    let d = daemon(home.path(), &fake).await;
+    let d = start(home.path(), &fake).await;
     d.instances.reload(&d).await;
     assert_eq!(
         d.workspaces.get(&d, "site").unwrap().used_by,
