@@ -2,7 +2,7 @@
 //! numbering, serve, switch and roll back (the running VM is terminated, the next request
 //! boots the other release), errors, removal. Real VMs: `tests/tests/apps.rs`.
 
-use std::time::Duration;
+use std::net::TcpStream;
 
 use aegis_api::{
     CreateApp, ErrorCode, InstanceState, PortProtocol, PortSpec, PublishRelease, ServeApp,

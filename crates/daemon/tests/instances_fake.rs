@@ -2,6 +2,8 @@
 //! host process): wake on connect, idle pause, resume, terminate, cold boot again, explicit
 //! stop/delete. Real VMs cover the same in `tests/tests/serve.rs`.
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use aegis_api::{CreateInstance, InstanceState, PortProtocol, PortSpec};
