@@ -125,3 +125,31 @@ pub fn offsets(uri: &str) -> (u64, u64) {
     };
     (get("stdout_offset"), get("stderr_offset"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_are_read_from_the_query_and_default_to_zero() {
+        assert_eq!(
+            offsets("/v1/tasks/t/output?follow=true&stdout_offset=12&stderr_offset=5"),
+            (12, 5)
+        );
+        assert_eq!(offsets("/v1/tasks/t/output?stderr_offset=7"), (0, 7));
+        assert_eq!(offsets("/v1/tasks/t/output"), (0, 0));
+    }
+
+    #[test]
+    fn feed_lines_are_one_json_event_each() {
+        let l = out(StreamName::Stderr, 3, b"hi");
+        assert_eq!(l.last(), Some(&b'\n'));
+        let event: OutputEvent = serde_json::from_slice(&l).unwrap();
+        assert_eq!(event.bytes().unwrap(), b"hi");
+        let l = end(task(TaskState::Exited));
+        match serde_json::from_slice::<OutputEvent>(&l).unwrap() {
+            OutputEvent::End { task } => assert_eq!(task.id, "task-1"),
+            other => panic!("expected the end event, got {other:?}"),
+        }
+    }
+}

@@ -8,6 +8,7 @@
 //! - [`net`]: loopback helpers (a free port, one HTTP GET).
 //! - [`guest`]: the host side of a guest session (open two streams and `Spawn`).
 //! - [`registry`]: a real OCI registry on loopback and images built for it.
+#![forbid(unsafe_code)]
 
 pub mod api_values;
 #[cfg(feature = "daemon")]
