@@ -1,7 +1,6 @@
 //! Test support: a real `aegisd` in a private home (sharing the guest-artefact cache), the real
-//! `aegis` CLI, and checks that nothing is left behind.
-
-pub mod registry;
+//! `aegis` CLI, and checks that nothing is left behind. The local OCI registry the image tests
+//! push to is `aegis_testkit::registry`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use aegis_api::{App, Instance, Release, Status};
-use aegis_tests::registry::{busybox_layer, LocalRegistry, OciImage};
+use aegis_testkit::registry::{busybox_layer, LocalRegistry, OciImage};
 use aegis_tests::{code, stderr, stdout, TestDaemon};
 
 fn ok(d: &TestDaemon, args: &[&str]) -> String {

@@ -137,9 +137,9 @@ fn conformance_serve_wakes_from_pause_and_from_terminated() {
 
 #[test]
 fn conformance_oci_layers_and_workspaces() {
-    let registry = aegis_tests::registry::LocalRegistry::start();
+    let registry = aegis_testkit::registry::LocalRegistry::start();
     let reference = registry.push(
-        &aegis_tests::registry::test_image(),
+        &aegis_testkit::registry::test_image(),
         "conformance/app",
         "v1",
     );

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use aegis_tests::registry::{busybox_layer, test_image, LayerBuilder, LocalRegistry, OciImage};
+use aegis_testkit::registry::{busybox_layer, test_image, LayerBuilder, LocalRegistry, OciImage};
 use aegis_tests::{code, stderr, stdout, TestDaemon};
 
 fn json(o: &std::process::Output) -> serde_json::Value {

@@ -227,10 +227,12 @@ fn fifty_concurrent_clients_cause_one_wake() {
     );
 }
 
-const SLOW_HTTP: &str = r#"import http.server, time
+const SLOW_HTTP: &str = r#"import http.server, sys, time
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path == '/slow':
+            sys.stderr.write('slow request in flight\n')
+            sys.stderr.flush()
             time.sleep(30)
         self.send_response(200)
         self.end_headers()
@@ -248,7 +250,19 @@ fn a_vm_killed_while_serving_gives_502_then_wakes_fresh() {
     let p = port(&i, 8000);
     assert_eq!(http_get(p, "/").unwrap().0, 200);
     let in_flight = std::thread::spawn(move || http_get(p, "/slow"));
-    std::thread::sleep(Duration::from_secs(1));
+    // The request is in the app's hands (it says so on stderr) before the VM dies.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let logs = stderr(&d.aegis(&["instance", "logs", &i.id]));
+        if logs.contains("slow request in flight") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the app never received /slow: {logs}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let vmms = d.vmm_processes();
     assert_eq!(vmms.len(), 1, "{vmms:?}");
     // SAFETY: signalling the VMM process this test's daemon started.

@@ -41,7 +41,7 @@ async fn status_says_whether_the_daemon_runs() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["status"], "not_running");
 
-    let daemon = FakeDaemon::start(|_, _| json(200, &status()));
+    let daemon = FakeAegisd::start(|_, _| json(200, &status()));
     let o = run_aegis(daemon.home(), &["status", "--json"]).await;
     assert_eq!(o.status.code(), Some(0));
     let back: Status = serde_json::from_slice(&o.stdout).unwrap();
@@ -61,7 +61,7 @@ async fn status_says_whether_the_daemon_runs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_and_down_are_no_ops_when_there_is_nothing_to_do() {
-    let daemon = FakeDaemon::start(|_, _| json(200, &status()));
+    let daemon = FakeAegisd::start(|_, _| json(200, &status()));
     let o = run_aegis(daemon.home(), &["up"]).await;
     assert_eq!(o.status.code(), Some(0));
     assert_eq!(
@@ -152,7 +152,7 @@ async fn up_without_a_daemon_binary_says_where_it_looked() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn task_subcommands_use_their_routes() {
-    let daemon = FakeDaemon::start(|rec, _| match (rec.method.as_str(), rec.uri.as_str()) {
+    let daemon = FakeAegisd::start(|rec, _| match (rec.method.as_str(), rec.uri.as_str()) {
         ("GET", "/v1/tasks") => {
             let mut t = task(TaskState::Exited);
             t.exit_code = Some(0);

@@ -11,8 +11,8 @@ const STDOUT: StreamName = StreamName::Stdout;
 const STDERR: StreamName = StreamName::Stderr;
 
 /// A daemon whose task ends as `ended` after writing nothing.
-fn daemon_ending(ended: aegis_api::Task) -> FakeDaemon {
-    FakeDaemon::start(move |rec, _| match rec.method.as_str() {
+fn daemon_ending(ended: aegis_api::Task) -> FakeAegisd {
+    FakeAegisd::start(move |rec, _| match rec.method.as_str() {
         "POST" => json(201, &task(TaskState::Booting)),
         _ => Reply::Chunks(vec![end(ended.clone())], Then::End),
     })
@@ -22,7 +22,7 @@ fn daemon_ending(ended: aegis_api::Task) -> FakeDaemon {
 async fn output_is_byte_exact_and_the_exit_code_is_the_tasks() {
     let binary: Vec<u8> = (0..=255u8).collect();
     let bin = binary.clone();
-    let daemon = FakeDaemon::start(move |rec, _| match rec.method.as_str() {
+    let daemon = FakeAegisd::start(move |rec, _| match rec.method.as_str() {
         "POST" => json(201, &task(TaskState::Booting)),
         _ => {
             let mut ended = task(TaskState::Exited);
@@ -84,7 +84,7 @@ async fn output_is_byte_exact_and_the_exit_code_is_the_tasks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_feed_is_resumed_without_duplicates_or_loss() {
-    let daemon = FakeDaemon::start(|rec, _| {
+    let daemon = FakeAegisd::start(|rec, _| {
         if rec.method == "POST" {
             return json(201, &task(TaskState::Booting));
         }
@@ -177,7 +177,7 @@ async fn artifacts_are_reported() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn detach_prints_the_id_only() {
-    let daemon = FakeDaemon::start(|_, _| json(201, &task(TaskState::Booting)));
+    let daemon = FakeAegisd::start(|_, _| json(201, &task(TaskState::Booting)));
     let o = run_aegis(daemon.home(), &["run", "-d", "--", "sleep", "60"]).await;
     assert_eq!(o.status.code(), Some(0));
     assert_eq!(stdout(&o), "task-1\n");
@@ -187,7 +187,7 @@ async fn detach_prints_the_id_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_cancels_the_task_and_exits_130() {
     for (signal, code) in [(libc::SIGINT, 130), (libc::SIGTERM, 143)] {
-        let daemon = FakeDaemon::start(|rec, _| match (rec.method.as_str(), rec.uri.as_str()) {
+        let daemon = FakeAegisd::start(|rec, _| match (rec.method.as_str(), rec.uri.as_str()) {
             ("POST", "/v1/tasks") => json(201, &task(TaskState::Booting)),
             ("POST", _) => json(200, &task(TaskState::Cancelled)),
             _ => Reply::Chunks(vec![out(STDOUT, 0, b"started\n")], Then::Hang),
@@ -227,7 +227,7 @@ async fn ctrl_c_cancels_the_task_and_exits_130() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_refused_before_the_daemon_is_asked() {
-    let daemon = FakeDaemon::start(|_, _| panic!("no request expected"));
+    let daemon = FakeAegisd::start(|_, _| panic!("no request expected"));
     for (args, says) in [
         (
             &["run", "--memory", "0", "--", "x"][..],
@@ -273,7 +273,7 @@ async fn no_daemon_is_one_line_and_exit_125() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_refusals_are_shown_as_they_are() {
-    let daemon = FakeDaemon::start(|_, _| {
+    let daemon = FakeAegisd::start(|_, _| {
         json(
             503,
             &aegis_api::ApiError::new(
@@ -292,7 +292,7 @@ async fn daemon_refusals_are_shown_as_they_are() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losing_the_feed_for_good_says_how_to_pick_it_up_again() {
-    let daemon = FakeDaemon::start(|rec, index| match rec.method.as_str() {
+    let daemon = FakeAegisd::start(|rec, index| match rec.method.as_str() {
         "POST" => json(201, &task(TaskState::Booting)),
         _ if index == 1 => Reply::Chunks(vec![out(STDOUT, 0, b"partial")], Then::Cut),
         _ => json(

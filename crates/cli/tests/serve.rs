@@ -21,7 +21,7 @@ aegis: instance inst-1 (web); Ctrl-C to stop and remove it
 async fn run_expose_creates_an_instance_and_follows_its_logs_until_it_is_removed() {
     let binary: Vec<u8> = (0..=255u8).collect();
     let bin = binary.clone();
-    let daemon = FakeDaemon::start(
+    let daemon = FakeAegisd::start(
         move |rec, _| match (rec.method.as_str(), rec.uri.as_str()) {
             ("POST", "/v1/instances") => json(201, &instance(InstanceState::Terminated)),
             ("GET", uri) if uri.starts_with("/v1/instances/inst-1/logs?follow=true") => {
@@ -136,7 +136,7 @@ async fn run_expose_creates_an_instance_and_follows_its_logs_until_it_is_removed
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn detach_prints_the_instance_id_only_on_stdout() {
-    let daemon = FakeDaemon::start(|_, _| json(201, &instance(InstanceState::Terminated)));
+    let daemon = FakeAegisd::start(|_, _| json(201, &instance(InstanceState::Terminated)));
     let o = run_aegis(
         daemon.home(),
         &[
@@ -164,7 +164,7 @@ async fn detach_prints_the_instance_id_only_on_stdout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_removes_the_instance_and_exits_130() {
     for (signal, code) in [(libc::SIGINT, 130), (libc::SIGTERM, 143)] {
-        let daemon = FakeDaemon::start(|rec, _| match rec.method.as_str() {
+        let daemon = FakeAegisd::start(|rec, _| match rec.method.as_str() {
             "POST" => json(201, &instance(InstanceState::Terminated)),
             "DELETE" => Reply::Body(204, Vec::new()),
             _ => Reply::Chunks(vec![out(STDOUT, 0, b"serving\n")], Then::Hang),
@@ -206,7 +206,7 @@ async fn ctrl_c_removes_the_instance_and_exits_130() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_expose_specs_are_refused_before_the_daemon_is_asked() {
-    let daemon = FakeDaemon::start(|_, _| panic!("no request expected"));
+    let daemon = FakeAegisd::start(|_, _| panic!("no request expected"));
     for (args, says) in [
         (&["run", "--expose", "0", "--", "x"][..], "guest port 0 is not a port"),
         (&["run", "--expose", "70000", "--", "x"], "guest port 70000 is out of range"),
@@ -244,7 +244,7 @@ async fn bad_expose_specs_are_refused_before_the_daemon_is_asked() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_refusals_of_an_instance_are_shown_as_they_are() {
-    let daemon = FakeDaemon::start(|_, _| {
+    let daemon = FakeAegisd::start(|_, _| {
         json(
             409,
             &aegis_api::ApiError::new(
@@ -263,7 +263,7 @@ async fn daemon_refusals_of_an_instance_are_shown_as_they_are() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instance_subcommands_and_shortcuts_use_their_routes() {
-    let daemon = FakeDaemon::start(|rec, _| match (rec.method.as_str(), rec.uri.as_str()) {
+    let daemon = FakeAegisd::start(|rec, _| match (rec.method.as_str(), rec.uri.as_str()) {
         ("GET", "/v1/instances") => {
             let mut i = instance(InstanceState::Paused);
             i.active_connections = 3;

@@ -3,55 +3,32 @@
 use std::time::Duration;
 
 use aegis_api::{
-    ApiError, CreateInstance, CreateTask, Endpoint, ErrorCode, IdlePolicy, Instance, InstanceState,
-    OutputEvent, PortProtocol, PortSpec, StreamName, Task, TaskState, WakeStats,
+    ApiError, CreateInstance, CreateTask, ErrorCode, IdlePolicy, Instance, InstanceState,
+    OutputEvent, PortProtocol, PortSpec, StreamName, Task, TaskState,
 };
 use futures::StreamExt;
 
-use crate::test_server::{Recorded, Reply, TestServer};
+use aegis_testkit::api_values::{json, line, not_found};
+use aegis_testkit::fake_aegisd::{FakeAegisd, Recorded, Reply, Then};
+
 use crate::{Client, Error, FollowItem};
 
 fn task(id: &str, state: TaskState) -> Task {
     Task {
         id: id.into(),
-        state,
         command: vec!["echo".into(), "hi".into()],
-        image: "debian".into(),
-        vcpus: 1,
-        memory_mib: 512,
-        timeout_secs: None,
         exit_code: (state == TaskState::Exited).then_some(0),
-        error: None,
-        created_at: "2025-01-01T00:00:00Z".into(),
-        started_at: None,
-        ended_at: None,
-        stdout_bytes: 0,
-        stderr_bytes: 0,
-        artifacts_dir: None,
-        guest_kernel: None,
-        workspace: None,
+        ..aegis_testkit::api_values::task(state)
     }
 }
 
-fn json(status: u16, value: &impl serde::Serialize) -> Reply {
-    Reply::Body(status, serde_json::to_vec(value).unwrap())
-}
-
-fn line(event: &OutputEvent) -> Vec<u8> {
-    let mut l = serde_json::to_vec(event).unwrap();
-    l.push(b'\n');
-    l
-}
-
 fn end(id: &str) -> Vec<u8> {
-    line(&OutputEvent::End {
-        task: Box::new(task(id, TaskState::Exited)),
-    })
+    aegis_testkit::api_values::end(task(id, TaskState::Exited))
 }
 
 #[tokio::test]
 async fn status_is_fetched_and_parsed() {
-    let server = TestServer::start(|_, _| {
+    let server = FakeAegisd::start(|_, _| {
         Reply::Body(
             200,
             br#"{"status":"running","version":"0.1.0","pid":42,"backend":"fake",
@@ -60,7 +37,7 @@ async fn status_is_fetched_and_parsed() {
                 .to_vec(),
         )
     });
-    let status = Client::new(server.socket.clone()).status().await.unwrap();
+    let status = Client::new(server.socket()).status().await.unwrap();
     assert_eq!(status.pid, 42);
     assert_eq!(status.backend, "fake");
     let reqs = server.requests();
@@ -89,13 +66,13 @@ async fn a_missing_or_stale_socket_means_the_daemon_is_not_running() {
 
 #[tokio::test]
 async fn api_errors_carry_status_code_and_message() {
-    let server = TestServer::start(|_, _| {
+    let server = FakeAegisd::start(|_, _| {
         json(
             404,
             &ApiError::new(ErrorCode::NotFound, "task 'nope' does not exist"),
         )
     });
-    let err = Client::new(server.socket.clone())
+    let err = Client::new(server.socket())
         .get_task("nope")
         .await
         .unwrap_err();
@@ -112,11 +89,8 @@ async fn api_errors_carry_status_code_and_message() {
 
 #[tokio::test]
 async fn an_error_without_an_api_body_is_a_protocol_error() {
-    let server = TestServer::start(|_, _| Reply::Body(502, b"<html>bad gateway</html>".to_vec()));
-    let err = Client::new(server.socket.clone())
-        .status()
-        .await
-        .unwrap_err();
+    let server = FakeAegisd::start(|_, _| Reply::Body(502, b"<html>bad gateway</html>".to_vec()));
+    let err = Client::new(server.socket()).status().await.unwrap_err();
     assert!(
         matches!(&err, Error::Protocol(m) if m.contains("502")),
         "{err}"
@@ -125,13 +99,13 @@ async fn an_error_without_an_api_body_is_a_protocol_error() {
 
 #[tokio::test]
 async fn create_task_posts_the_request_and_parses_the_task() {
-    let server = TestServer::start(|_, _| json(201, &task("task-1", TaskState::Booting)));
+    let server = FakeAegisd::start(|_, _| json(201, &task("task-1", TaskState::Booting)));
     let req = CreateTask {
         command: vec!["echo".into(), "hi".into()],
         memory_mib: Some(256),
         ..Default::default()
     };
-    let created = Client::new(server.socket.clone())
+    let created = Client::new(server.socket())
         .create_task(&req)
         .await
         .unwrap();
@@ -147,13 +121,13 @@ async fn create_task_posts_the_request_and_parses_the_task() {
 
 #[tokio::test]
 async fn every_route_uses_its_method_and_path() {
-    let server = TestServer::start(|rec: &Recorded, _| match rec.method.as_str() {
+    let server = FakeAegisd::start(|rec: &Recorded, _| match rec.method.as_str() {
         "DELETE" => Reply::Body(204, Vec::new()),
         "POST" if rec.uri == "/v1/shutdown" => Reply::Body(202, b"{}".to_vec()),
         _ if rec.uri == "/v1/tasks" => json(200, &vec![task("a", TaskState::Running)]),
         _ => json(200, &task("a", TaskState::Cancelled)),
     });
-    let c = Client::new(server.socket.clone());
+    let c = Client::new(server.socket());
     assert_eq!(c.list_tasks().await.unwrap().len(), 1);
     assert_eq!(c.get_task("a").await.unwrap().id, "a");
     assert_eq!(
@@ -206,11 +180,8 @@ async fn the_output_feed_parses_huge_lines_split_across_chunks() {
     body.extend(line(&OutputEvent::output(StreamName::Stderr, 0, b"err")));
     body.extend(end("t"));
     let chunks: Vec<Vec<u8>> = body.chunks(64 * 1024 + 7).map(<[u8]>::to_vec).collect();
-    let server = TestServer::start(move |_, _| Reply::Chunks {
-        chunks: chunks.clone(),
-        abort: false,
-    });
-    let feed = Client::new(server.socket.clone())
+    let server = FakeAegisd::start(move |_, _| Reply::Chunks(chunks.clone(), Then::End));
+    let feed = Client::new(server.socket())
         .task_output("t", true, 0, 0)
         .await
         .unwrap();
@@ -228,8 +199,8 @@ async fn the_output_feed_parses_huge_lines_split_across_chunks() {
 #[tokio::test]
 async fn an_output_feed_of_a_missing_task_is_an_api_error() {
     let server =
-        TestServer::start(|_, _| json(404, &ApiError::new(ErrorCode::NotFound, "no such task")));
-    let err = Client::new(server.socket.clone())
+        FakeAegisd::start(|_, _| json(404, &ApiError::new(ErrorCode::NotFound, "no such task")));
+    let err = Client::new(server.socket())
         .task_output("t", false, 0, 0)
         .await
         .unwrap_err();
@@ -238,11 +209,13 @@ async fn an_output_feed_of_a_missing_task_is_an_api_error() {
 
 #[tokio::test]
 async fn a_cut_feed_is_a_transient_http_error() {
-    let server = TestServer::start(|_, _| Reply::Chunks {
-        chunks: vec![line(&OutputEvent::output(StreamName::Stdout, 0, b"a"))],
-        abort: true,
+    let server = FakeAegisd::start(|_, _| {
+        Reply::Chunks(
+            vec![line(&OutputEvent::output(StreamName::Stdout, 0, b"a"))],
+            Then::Cut,
+        )
     });
-    let mut feed = Client::new(server.socket.clone())
+    let mut feed = Client::new(server.socket())
         .task_output("t", true, 0, 0)
         .await
         .unwrap();
@@ -273,19 +246,19 @@ async fn collect(follower: &mut crate::OutputFollower) -> (Vec<u8>, Vec<u8>, Opt
 
 #[tokio::test]
 async fn the_follower_resumes_a_cut_feed_without_duplicates_or_loss() {
-    let server = TestServer::start(|rec: &Recorded, index| match index {
+    let server = FakeAegisd::start(|rec: &Recorded, index| match index {
         // First connection: some output, half a line, then the connection dies.
         0 => {
             let mut partial = line(&OutputEvent::output(StreamName::Stdout, 6, b"world"));
             partial.truncate(10);
-            Reply::Chunks {
-                chunks: vec![
+            Reply::Chunks(
+                vec![
                     line(&OutputEvent::output(StreamName::Stdout, 0, b"hello ")),
                     line(&OutputEvent::output(StreamName::Stderr, 0, b"warn")),
                     partial,
                 ],
-                abort: true,
-            }
+                Then::Cut,
+            )
         }
         // The second one must ask from the cursors; it resends an overlapping range.
         1 => {
@@ -297,21 +270,18 @@ async fn the_follower_resumes_a_cut_feed_without_duplicates_or_loss() {
             );
             let mut body = line(&OutputEvent::output(StreamName::Stdout, 3, b"lo world"));
             body.extend(line(&OutputEvent::output(StreamName::Stderr, 0, b"warn!")));
-            Reply::Chunks {
-                chunks: vec![body],
-                abort: false,
-            }
+            Reply::Chunks(vec![body], Then::End)
         }
         // The third: the feed closed without its end event, so it is reopened again.
-        _ => Reply::Chunks {
-            chunks: vec![
+        _ => Reply::Chunks(
+            vec![
                 line(&OutputEvent::output(StreamName::Stdout, 11, b"\n")),
                 end("t"),
             ],
-            abort: false,
-        },
+            Then::End,
+        ),
     });
-    let client = Client::new(server.socket.clone());
+    let client = Client::new(server.socket());
     let mut follower = client.follow_output("t", 0, 0);
     let (out, err, end) = collect(&mut follower).await;
     assert_eq!(out, b"hello world\n");
@@ -325,22 +295,16 @@ async fn the_follower_resumes_a_cut_feed_without_duplicates_or_loss() {
 
 #[tokio::test]
 async fn a_feed_healthy_for_longer_than_the_reconnect_window_is_still_resumed() {
-    let server = TestServer::start(|_, index| match index {
+    let server = FakeAegisd::start(|_, index| match index {
         0 => {
             // ~100 ms of a healthy feed (blank keep-alive lines), then the cut.
             let mut chunks = vec![b"\n".to_vec(); 100];
             chunks.insert(0, line(&OutputEvent::output(StreamName::Stdout, 0, b"a")));
-            Reply::Chunks {
-                chunks,
-                abort: true,
-            }
+            Reply::Chunks(chunks, Then::Cut)
         }
-        _ => Reply::Chunks {
-            chunks: vec![end("t")],
-            abort: false,
-        },
+        _ => Reply::Chunks(vec![end("t")], Then::End),
     });
-    let mut follower = Client::new(server.socket.clone())
+    let mut follower = Client::new(server.socket())
         .follow_output("t", 0, 0)
         .with_reconnect_window(Duration::from_millis(20));
     let (out, _, end) = collect(&mut follower).await;
@@ -362,8 +326,8 @@ async fn the_follower_gives_up_when_the_daemon_stays_away() {
 #[tokio::test]
 async fn the_follower_stops_on_api_errors() {
     let server =
-        TestServer::start(|_, _| json(404, &ApiError::new(ErrorCode::NotFound, "no such task")));
-    let mut follower = Client::new(server.socket.clone()).follow_output("t", 0, 0);
+        FakeAegisd::start(|_, _| json(404, &ApiError::new(ErrorCode::NotFound, "no such task")));
+    let mut follower = Client::new(server.socket()).follow_output("t", 0, 0);
     assert!(follower.next().await.unwrap_err().is_not_found());
     assert_eq!(server.requests().len(), 1);
 }
@@ -371,44 +335,14 @@ async fn the_follower_stops_on_api_errors() {
 fn instance(id: &str, state: InstanceState) -> Instance {
     Instance {
         id: id.into(),
-        name: "web".into(),
-        state,
-        target: CreateInstance {
-            command: vec!["python3".into(), "-m".into(), "http.server".into()],
-            expose: vec![PortSpec {
-                guest_port: 8000,
-                host_port: None,
-                protocol: PortProtocol::Http,
-            }],
-            ..Default::default()
-        },
-        endpoints: vec![Endpoint {
-            guest_port: 8000,
-            host_port: 41234,
-            protocol: PortProtocol::Http,
-            url: "http://127.0.0.1:41234".into(),
-        }],
-        created_at: "2025-01-01T00:00:00Z".into(),
-        last_active_at: "2025-01-01T00:00:00Z".into(),
-        active_connections: 0,
-        snapshot_cached: false,
-        stats: WakeStats::default(),
-        last_error: None,
-        guest_kernel: None,
+        ..aegis_testkit::api_values::instance(state)
     }
-}
-
-fn not_found(what: &str) -> Reply {
-    json(
-        404,
-        &ApiError::new(ErrorCode::NotFound, format!("{what} does not exist")),
-    )
 }
 
 #[tokio::test]
 async fn create_instance_posts_the_serve_target_and_parses_the_instance() {
     let server =
-        TestServer::start(|_, _| json(201, &instance("inst-1", InstanceState::Terminated)));
+        FakeAegisd::start(|_, _| json(201, &instance("inst-1", InstanceState::Terminated)));
     let req = CreateInstance {
         name: Some("web".into()),
         command: vec!["python3".into(), "app.py".into()],
@@ -429,7 +363,7 @@ async fn create_instance_posts_the_serve_target_and_parses_the_instance() {
         loading_page: Some(false),
         ..Default::default()
     };
-    let created = Client::new(server.socket.clone())
+    let created = Client::new(server.socket())
         .create_instance(&req)
         .await
         .unwrap();
@@ -446,7 +380,7 @@ async fn create_instance_posts_the_serve_target_and_parses_the_instance() {
 
 #[tokio::test]
 async fn every_instance_route_uses_its_method_and_path() {
-    let server = TestServer::start(|rec: &Recorded, _| {
+    let server = FakeAegisd::start(|rec: &Recorded, _| {
         let state = match rec.uri.rsplit('/').next() {
             Some("pause") => InstanceState::Paused,
             Some("resume") => InstanceState::Running,
@@ -459,7 +393,7 @@ async fn every_instance_route_uses_its_method_and_path() {
             _ => json(200, &instance("i", state)),
         }
     });
-    let c = Client::new(server.socket.clone());
+    let c = Client::new(server.socket());
     assert_eq!(c.list_instances().await.unwrap().len(), 1);
     // A name is as good as an id, and is percent-encoded like one.
     assert_eq!(c.get_instance("my web").await.unwrap().id, "i");
@@ -497,8 +431,8 @@ async fn every_instance_route_uses_its_method_and_path() {
 
 #[tokio::test]
 async fn a_missing_instance_is_not_found() {
-    let server = TestServer::start(|_, _| not_found("instance 'nope'"));
-    let c = Client::new(server.socket.clone());
+    let server = FakeAegisd::start(|_, _| not_found("instance 'nope' does not exist"));
+    let c = Client::new(server.socket());
     let err = c.get_instance("nope").await.unwrap_err();
     assert!(err.is_not_found(), "{err}");
     assert_eq!(err.to_string(), "instance 'nope' does not exist");
@@ -511,11 +445,13 @@ async fn a_missing_instance_is_not_found() {
 
 #[tokio::test]
 async fn instance_logs_ask_from_the_offsets() {
-    let server = TestServer::start(|_, _| Reply::Chunks {
-        chunks: vec![line(&OutputEvent::output(StreamName::Stdout, 5, b"later"))],
-        abort: false,
+    let server = FakeAegisd::start(|_, _| {
+        Reply::Chunks(
+            vec![line(&OutputEvent::output(StreamName::Stdout, 5, b"later"))],
+            Then::End,
+        )
     });
-    let feed = Client::new(server.socket.clone())
+    let feed = Client::new(server.socket())
         .instance_logs("inst-1", false, 5, 7)
         .await
         .unwrap();
@@ -546,7 +482,7 @@ async fn collect_instance(follower: &mut crate::OutputFollower) -> (Vec<u8>, Vec
 
 #[tokio::test]
 async fn the_instance_follower_resumes_until_the_instance_is_gone() {
-    let server = TestServer::start(|rec: &Recorded, index| {
+    let server = FakeAegisd::start(|rec: &Recorded, index| {
         assert!(
             rec.uri.starts_with("/v1/instances/web/logs?follow=true"),
             "{}",
@@ -554,13 +490,13 @@ async fn the_instance_follower_resumes_until_the_instance_is_gone() {
         );
         match index {
             // A feed that breaks off.
-            0 => Reply::Chunks {
-                chunks: vec![
+            0 => Reply::Chunks(
+                vec![
                     line(&OutputEvent::output(StreamName::Stdout, 0, b"Serving ")),
                     line(&OutputEvent::output(StreamName::Stderr, 0, b"GET /")),
                 ],
-                abort: true,
-            },
+                Then::Cut,
+            ),
             // Resumed from the cursors, with an overlap; then it ends without an end event
             // (the daemon's daily restart, say): reopened again.
             1 => {
@@ -569,14 +505,14 @@ async fn the_instance_follower_resumes_until_the_instance_is_gone() {
                     "{}",
                     rec.uri
                 );
-                Reply::Chunks {
-                    chunks: vec![line(&OutputEvent::output(
+                Reply::Chunks(
+                    vec![line(&OutputEvent::output(
                         StreamName::Stdout,
                         4,
                         b"ing HTTP\n",
                     ))],
-                    abort: false,
-                }
+                    Then::End,
+                )
             }
             2 => {
                 assert!(
@@ -584,16 +520,16 @@ async fn the_instance_follower_resumes_until_the_instance_is_gone() {
                     "{}",
                     rec.uri
                 );
-                Reply::Chunks {
-                    chunks: vec![line(&OutputEvent::output(StreamName::Stderr, 5, b" 200\n"))],
-                    abort: false,
-                }
+                Reply::Chunks(
+                    vec![line(&OutputEvent::output(StreamName::Stderr, 5, b" 200\n"))],
+                    Then::End,
+                )
             }
             // Then the instance was deleted.
-            _ => not_found("instance 'web'"),
+            _ => not_found("instance 'web' does not exist"),
         }
     });
-    let mut follower = Client::new(server.socket.clone()).follow_instance_logs("web", 0, 0);
+    let mut follower = Client::new(server.socket()).follow_instance_logs("web", 0, 0);
     let (out, err, gone) = collect_instance(&mut follower).await;
     assert_eq!(out, b"Serving HTTP\n");
     assert_eq!(err, b"GET / 200\n");
@@ -606,8 +542,8 @@ async fn the_instance_follower_resumes_until_the_instance_is_gone() {
 
 #[tokio::test]
 async fn following_an_instance_that_never_existed_is_an_error() {
-    let server = TestServer::start(|_, _| not_found("instance 'nope'"));
-    let mut follower = Client::new(server.socket.clone()).follow_instance_logs("nope", 0, 0);
+    let server = FakeAegisd::start(|_, _| not_found("instance 'nope' does not exist"));
+    let mut follower = Client::new(server.socket()).follow_instance_logs("nope", 0, 0);
     assert!(follower.next().await.unwrap_err().is_not_found());
     assert_eq!(server.requests().len(), 1);
 }

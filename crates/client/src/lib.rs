@@ -25,8 +25,6 @@ mod transport;
 
 #[cfg(test)]
 mod client_tests;
-#[cfg(test)]
-mod test_server;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

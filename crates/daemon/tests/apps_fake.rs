@@ -2,38 +2,16 @@
 //! numbering, serve, switch and roll back (the running VM is terminated, the next request
 //! boots the other release), errors, removal. Real VMs: `tests/tests/apps.rs`.
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::Arc;
-use std::time::Duration;
 
 use aegis_api::{
     CreateApp, ErrorCode, InstanceState, PortProtocol, PortSpec, PublishRelease, ServeApp,
 };
 use aegis_oci::{Image, ImageConfig, Reference, Store};
-use aegis_vmm::FakeBackend;
-use aegisd::config::Config;
-use aegisd::guest::{BootAssets, GuestAssets};
-use aegisd::Daemon;
+use aegis_testkit::daemon::{fixture, Fixture};
+use aegis_testkit::net::{free_port, http_get_status as get};
 
 const IMAGE: &str = "localhost:5000/site:1";
-
-async fn daemon() -> (Arc<Daemon>, Arc<FakeBackend>, tempfile::TempDir) {
-    let home = tempfile::tempdir().unwrap();
-    let mut config = Config::new(home.path().to_path_buf(), "fake").unwrap();
-    config.router_addr = "127.0.0.1:0".parse().unwrap();
-    let fake = Arc::new(FakeBackend::new());
-    let assets = BootAssets {
-        kernel: "/dev/null".into(),
-        initramfs: "/dev/null".into(),
-        layers: vec!["/dev/null".into()],
-    };
-    let guest = GuestAssets::fixed(&config, assets);
-    let d = Daemon::start_with(config, fake.clone(), guest)
-        .await
-        .unwrap();
-    (d, fake, home)
-}
 
 /// Records a one-layer image as if it had been pulled (its layer is a real blob).
 fn plant_image(home: &std::path::Path, exposed: &[&str]) -> Image {
@@ -66,30 +44,6 @@ fn plant_image(home: &std::path::Path, exposed: &[&str]) -> Image {
     image
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn get(port: u16) -> u16 {
-    tokio::task::spawn_blocking(move || {
-        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        write!(s, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
-        let mut r = String::new();
-        s.read_to_string(&mut r).unwrap();
-        r.split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0)
-    })
-    .await
-    .unwrap()
-}
-
 fn server(port: u16) -> Vec<String> {
     [
         "python3",
@@ -105,7 +59,11 @@ fn server(port: u16) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_publish_serve_switch_rollback_remove() {
-    let (d, fake, home) = daemon().await;
+    let Fixture {
+        daemon: d,
+        fake,
+        home,
+    } = fixture().await;
     let image = plant_image(home.path(), &["8080/tcp"]);
     let port = free_port();
 

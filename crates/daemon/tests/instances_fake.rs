@@ -5,62 +5,15 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use aegis_api::{CreateInstance, InstanceState, PortProtocol, PortSpec};
+use aegis_testkit::daemon::{fixture, Fixture};
+use aegis_testkit::net::{free_port, http_get_status as get};
 use aegis_vmm::FakeBackend;
-use aegisd::config::Config;
-use aegisd::guest::{BootAssets, GuestAssets};
 use aegisd::Daemon;
-
-async fn daemon() -> (Arc<Daemon>, Arc<FakeBackend>, tempfile::TempDir) {
-    let home = tempfile::tempdir().unwrap();
-    let fake = Arc::new(FakeBackend::new());
-    let d = daemon_on(home.path(), &fake).await;
-    (d, fake, home)
-}
-
-/// A daemon on an existing home (a restart when one ran there before).
-async fn daemon_on(home: &Path, fake: &Arc<FakeBackend>) -> Arc<Daemon> {
-    let mut config = Config::new(home.to_path_buf(), "fake").unwrap();
-    config.router_addr = "127.0.0.1:0".parse().unwrap();
-    let assets = BootAssets {
-        kernel: "/dev/null".into(),
-        initramfs: "/dev/null".into(),
-        layers: vec!["/dev/null".into()],
-    };
-    let guest = GuestAssets::fixed(&config, assets);
-    Daemon::start_with(config, fake.clone(), guest)
-        .await
-        .unwrap()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// One HTTP GET in a blocking thread; returns the status code.
-async fn get(port: u16) -> u16 {
-    tokio::task::spawn_blocking(move || {
-        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        write!(s, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
-        let mut r = String::new();
-        s.read_to_string(&mut r).unwrap();
-        r.split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0)
-    })
-    .await
-    .unwrap()
-}
 
 async fn wait_state(d: &Daemon, id: &str, want: InstanceState) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -76,7 +29,11 @@ async fn wait_state(d: &Daemon, id: &str, want: InstanceState) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wake_pause_resume_terminate_and_wake_again() {
-    let (d, fake, _home) = daemon().await;
+    let Fixture {
+        daemon: d,
+        fake,
+        home: _home,
+    } = fixture().await;
     let app_port = free_port();
     let req = CreateInstance {
         name: Some("web".into()),
@@ -144,7 +101,11 @@ async fn wake_pause_resume_terminate_and_wake_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_targets_are_refused() {
-    let (d, _fake, _home) = daemon().await;
+    let Fixture {
+        daemon: d,
+        home: _home,
+        ..
+    } = fixture().await;
     let base = CreateInstance {
         command: vec!["true".into()],
         expose: vec![PortSpec {
@@ -211,7 +172,11 @@ async fn bad_targets_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shared_port_reuses_one_upstream_per_client_connection() {
-    let (d, _fake, _home) = daemon().await;
+    let Fixture {
+        daemon: d,
+        home: _home,
+        ..
+    } = fixture().await;
     let app_port = free_port();
     let req = CreateInstance {
         name: Some("app".into()),
@@ -271,7 +236,11 @@ async fn the_shared_port_reuses_one_upstream_per_client_connection() {
 /// 600 s wake timeout), leaving no VM, run directory or VM record behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_stop_and_rm_cancel_a_wake_whose_app_never_listens() {
-    let (d, fake, home) = daemon().await;
+    let Fixture {
+        daemon: d,
+        fake,
+        home,
+    } = fixture().await;
     let req = CreateInstance {
         name: Some("stuck".into()),
         command: vec!["sleep".into(), "600".into()],
@@ -360,7 +329,7 @@ async fn an_instance_whose_port_is_taken_across_a_restart_is_listed_in_error_and
         ..Default::default()
     };
     {
-        let d = daemon_on(home.path(), &fake).await;
+        let d = aegis_testkit::daemon::start(home.path(), &fake).await;
         d.instances.create(&d, req.clone()).await.unwrap();
         d.instances.shutdown(Duration::from_secs(5)).await;
         d.shutdown.cancel();
@@ -376,7 +345,7 @@ async fn an_instance_whose_port_is_taken_across_a_restart_is_listed_in_error_and
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
 
-    let d = daemon_on(home.path(), &fake).await;
+    let d = aegis_testkit::daemon::start(home.path(), &fake).await;
     d.instances.reload(&d).await;
     let listed = d.instances.list();
     assert_eq!(listed.len(), 1, "still listed");

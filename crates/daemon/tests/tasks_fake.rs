@@ -6,41 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aegis_api::{CreateTask, OutputEvent, StreamName, Task, TaskState};
-use aegis_vmm::FakeBackend;
-use aegisd::config::Config;
-use aegisd::guest::{BootAssets, GuestAssets};
+use aegis_testkit::daemon::{fixture, fixture_with, Fixture};
 use aegisd::Daemon;
-
-struct Fixture {
-    daemon: Arc<Daemon>,
-    fake: Arc<FakeBackend>,
-    _home: tempfile::TempDir,
-}
-
-async fn fixture() -> Fixture {
-    fixture_with(|_| {}).await
-}
-
-async fn fixture_with(configure: impl FnOnce(&mut Config)) -> Fixture {
-    let home = tempfile::tempdir().unwrap();
-    let mut config = Config::new(home.path().to_path_buf(), "fake").unwrap();
-    configure(&mut config);
-    let fake = Arc::new(FakeBackend::new());
-    let assets = BootAssets {
-        kernel: "/dev/null".into(),
-        initramfs: "/dev/null".into(),
-        layers: vec!["/dev/null".into()],
-    };
-    let guest = GuestAssets::fixed(&config, assets);
-    let daemon = Daemon::start_with(config, fake.clone(), guest)
-        .await
-        .unwrap();
-    Fixture {
-        daemon,
-        fake,
-        _home: home,
-    }
-}
 
 fn req(cmd: &[&str]) -> CreateTask {
     CreateTask {

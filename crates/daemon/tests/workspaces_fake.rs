@@ -10,24 +10,9 @@ use aegis_api::{
     CreateInstance, CreateTask, CreateWorkspace, ErrorCode, InstanceState, PortProtocol, PortSpec,
     TaskState, WorkspaceMode,
 };
+use aegis_testkit::daemon::start;
 use aegis_vmm::FakeBackend;
-use aegisd::config::Config;
-use aegisd::guest::{BootAssets, GuestAssets};
 use aegisd::Daemon;
-
-async fn daemon(home: &std::path::Path, fake: &Arc<FakeBackend>) -> Arc<Daemon> {
-    let mut config = Config::new(home.to_path_buf(), "fake").unwrap();
-    config.router_addr = "127.0.0.1:0".parse().unwrap();
-    let assets = BootAssets {
-        kernel: "/dev/null".into(),
-        initramfs: "/dev/null".into(),
-        layers: vec!["/dev/null".into()],
-    };
-    let guest = GuestAssets::fixed(&config, assets);
-    Daemon::start_with(config, fake.clone(), guest)
-        .await
-        .unwrap()
-}
 
 fn task(cmd: &[&str], workspace: &str) -> CreateTask {
     CreateTask {
@@ -52,7 +37,7 @@ async fn wait_end(d: &Arc<Daemon>, id: &str) -> aegis_api::Task {
 async fn isolated_holders_deletion_and_auto_create() {
     let home = tempfile::tempdir().unwrap();
     let fake = Arc::new(FakeBackend::new());
-    let d = daemon(home.path(), &fake).await;
+    let d = start(home.path(), &fake).await;
 
     // Unknown name: created isolated on first use.
     let t1 = d
@@ -138,7 +123,7 @@ async fn isolated_holders_deletion_and_auto_create() {
 async fn shared_workspaces_take_many_holders() {
     let home = tempfile::tempdir().unwrap();
     let fake = Arc::new(FakeBackend::new());
-    let d = daemon(home.path(), &fake).await;
+    let d = start(home.path(), &fake).await;
     let req = CreateWorkspace {
         name: "team".into(),
         mode: WorkspaceMode::Shared,
@@ -183,7 +168,7 @@ async fn an_instance_holds_its_workspace_for_life_and_across_restarts() {
         ..Default::default()
     };
     let id = {
-        let d = daemon(home.path(), &fake).await;
+        let d = start(home.path(), &fake).await;
         let i = d.instances.create(&d, inst.clone()).await.unwrap();
         assert_eq!(
             d.workspaces.get(&d, "site").unwrap().used_by,
@@ -203,7 +188,7 @@ async fn an_instance_holds_its_workspace_for_life_and_across_restarts() {
     // Let the old listeners close so the reload can bind the same host port.
     tokio::time::sleep(Duration::from_millis(500)).await;
     // A new daemon on the same home rebuilds the hold from the recorded instance.
-    let d = daemon(home.path(), &fake).await;
+    let d = start(home.path(), &fake).await;
     d.instances.reload(&d).await;
     assert_eq!(
         d.workspaces.get(&d, "site").unwrap().used_by,
@@ -231,7 +216,7 @@ async fn running_share(fake: &FakeBackend) -> aegis_vmm::Share {
 async fn read_only_workspaces_are_shared_read_only() {
     let home = tempfile::tempdir().unwrap();
     let fake = Arc::new(FakeBackend::new());
-    let d = daemon(home.path(), &fake).await;
+    let d = start(home.path(), &fake).await;
 
     // Named, read-only: recorded with its mode, held by name like any other use.
     let t = d
@@ -296,7 +281,7 @@ async fn read_only_workspaces_are_shared_read_only() {
 async fn a_host_directory_is_checked_again_at_every_boot() {
     let home = tempfile::tempdir().unwrap();
     let fake = Arc::new(FakeBackend::new());
-    let d = daemon(home.path(), &fake).await;
+    let d = start(home.path(), &fake).await;
     let parent = tempfile::tempdir().unwrap();
     let dir = parent.path().join("site");
     std::fs::create_dir(&dir).unwrap();

@@ -21,9 +21,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use aegis_proto::{
-    ExitStatus, GuestMessage, HostMessage, ProcId, ProcessSpec, Session, Side, PROTOCOL_VERSION,
-};
+use aegis_proto::{ExitStatus, GuestMessage, HostMessage, ProcId, Session, Side, PROTOCOL_VERSION};
+use aegis_testkit::guest;
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
@@ -197,23 +196,7 @@ impl Host {
         id: ProcId,
         argv: &[&str],
     ) -> (aegis_proto::Stream, aegis_proto::Stream) {
-        let out = self.session.open_stream();
-        let err = self.session.open_stream();
-        self.session
-            .send(HostMessage::Spawn {
-                id,
-                spec: ProcessSpec {
-                    argv: argv.iter().map(|s| s.to_string()).collect(),
-                    env: vec![],
-                    cwd: None,
-                    user: None,
-                },
-                stdin: None,
-                stdout: out.id(),
-                stderr: err.id(),
-            })
-            .await
-            .unwrap();
+        let (out, err) = guest::spawn(&self.session, id, guest::process(argv)).await;
         match self.next_event(STEP_LIMIT).await {
             GuestMessage::Spawned { id: got, .. } => assert_eq!(got, id),
             other => panic!("expected Spawned, got {other:?}"),
@@ -324,22 +307,7 @@ async fn boots_serves_and_shuts_down() {
     println!("{out}");
     assert!(out.starts_with("testbox\n"), "{out}");
     assert!(out.contains("overlay / overlay"), "{out}");
-    let out = host.session.open_stream();
-    host.session
-        .send(HostMessage::Spawn {
-            id: 5,
-            spec: ProcessSpec {
-                argv: vec!["no-such-program".into()],
-                env: vec![],
-                cwd: None,
-                user: None,
-            },
-            stdin: None,
-            stdout: out.id(),
-            stderr: out.id(),
-        })
-        .await
-        .unwrap();
+    let _streams = guest::spawn(&host.session, 5, guest::process(&["no-such-program"])).await;
     match host.next_event(STEP_LIMIT).await {
         GuestMessage::SpawnFailed { error, .. } => {
             assert_eq!(error.kind, aegis_proto::SpawnErrorKind::NotFound);

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use aegis_oci::{Error, NoProgress, Progress, Store};
-use aegis_tests::registry::LocalRegistry;
+use aegis_testkit::registry::LocalRegistry;
 use sha2::{Digest, Sha256};
 
 fn sha256(bytes: &[u8]) -> String {

@@ -161,11 +161,20 @@ mod tests {
     #[test]
     fn touch_resets_idle_time() {
         let t = ActivityTracker::new();
+        let created = t.last_activity();
+        // Only lower bounds on elapsed time: they hold however slow the machine is.
         std::thread::sleep(Duration::from_millis(30));
-        assert!(t.idle_for() >= Duration::from_millis(20));
+        let idle = t.idle_for();
+        assert!(idle >= Duration::from_millis(30), "{idle:?}");
         t.touch();
-        assert!(t.idle_for() < Duration::from_millis(20));
-        assert!(t.last_activity() <= Instant::now());
+        let touched = t.last_activity();
+        assert!(
+            touched >= created + Duration::from_millis(30),
+            "touch did not move the last activity: {created:?} -> {touched:?}"
+        );
+        assert!(touched <= Instant::now());
+        // Idle time now counts from the touch, not from the creation.
+        assert!(t.idle_for() <= touched.elapsed() + Duration::from_millis(1));
     }
 
     #[test]
@@ -177,7 +186,30 @@ mod tests {
     }
 
     #[test]
-    fn noop_guard_does_nothing() {
+    fn a_guard_reports_its_close_exactly_once_and_noop_reports_nothing() {
+        use std::sync::atomic::AtomicUsize;
+        let closes = Arc::new(AtomicUsize::new(0));
+        let guard = ActivityGuard::new({
+            let closes = closes.clone();
+            move || {
+                closes.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        assert_eq!(
+            closes.load(Ordering::SeqCst),
+            0,
+            "reported before the close"
+        );
+        drop(guard);
+        assert_eq!(closes.load(Ordering::SeqCst), 1);
+
+        let noop = ActivityGuard::noop();
+        assert!(noop.on_drop.is_none());
+        drop(noop);
+        // A noop guard held by a tracked connection leaves the count alone.
+        let t = ActivityTracker::new();
+        let _open = t.guard();
         drop(ActivityGuard::noop());
+        assert_eq!(t.open_connections(), 1);
     }
 }

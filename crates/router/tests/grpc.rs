@@ -158,13 +158,21 @@ async fn the_wake_deadline_is_unavailable() {
 #[tokio::test]
 async fn python_grpcio_client_during_the_wake() {
     let python = "/usr/bin/python3";
-    let has_grpc = std::process::Command::new(python)
+    // A missing client fails the test: it never passes without having run.
+    let probe = std::process::Command::new(python)
         .args(["-c", "import grpc"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !has_grpc {
-        eprintln!("skipped: {python} has no grpc module (apt-get install python3-grpcio)");
-        return;
+        .output();
+    match probe {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => panic!(
+            "{python} has no grpc module ({}): this test needs a real gRPC client; install the \
+             Debian package `python3-grpcio` (scripts/deps.sh does)",
+            String::from_utf8_lossy(&o.stderr).trim()
+        ),
+        Err(e) => panic!(
+            "cannot run {python} ({e}): this test needs it with a gRPC client; install the \
+             Debian packages `python3` and `python3-grpcio` (scripts/deps.sh does)"
+        ),
     }
     let app = grpc_app().await;
     let up = TestUpstream::asleep(Duration::from_millis(300));
@@ -179,11 +187,14 @@ ch = grpc.insecure_channel(sys.argv[1])
 say = ch.unary_unary('/test.Echo/Say')
 print(say(b'hello through the router', timeout=10).decode())
 "#;
-    let out = tokio::process::Command::new(python)
+    let client = tokio::process::Command::new(python)
         .args(["-c", script, &router.addr.to_string()])
-        .output()
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), client)
         .await
-        .unwrap();
+        .expect("the python gRPC client did not finish within 60 s")
+        .expect("run the python gRPC client");
     assert!(
         out.status.success(),
         "{}",

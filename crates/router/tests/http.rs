@@ -157,8 +157,9 @@ async fn an_upstream_killed_mid_request_is_502() {
             .unwrap();
         (resp.status(), body_string(resp).await)
     });
-    eventually(Duration::from_secs(2), || up.connects() == 1).await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The request is in the app's hands before the app dies.
+    eventually(Duration::from_secs(10), || app.hanging() == 1).await;
+    assert_eq!(up.connects(), 1);
     app.kill();
     let (status, body) = tokio::time::timeout(Duration::from_secs(5), pending)
         .await

@@ -149,101 +149,114 @@ fn instance() -> (Arc<SessionUpstream>, Session) {
 
 #[tokio::test]
 async fn http_through_the_session() {
-    init_tracing();
-    let app = http_app().await;
-    let (up, _guest) = instance();
-    let router = Router::port_dyn(
-        up.clone(),
-        route(app.port, Protocol::Http, Duration::from_secs(5)),
-    )
-    .await;
-    let mut client = h1_client(router.addr).await;
-    for _ in 0..3 {
-        let resp = client
-            .send_request(get(router.addr, "/").body(Full::new(Bytes::new())).unwrap())
-            .await
+    bounded(async move {
+        init_tracing();
+        let app = http_app().await;
+        let (up, _guest) = instance();
+        let router = Router::port_dyn(
+            up.clone(),
+            route(app.port, Protocol::Http, Duration::from_secs(5)),
+        )
+        .await;
+        let mut client = h1_client(router.addr).await;
+        for _ in 0..3 {
+            let resp = client
+                .send_request(get(router.addr, "/").body(Full::new(Bytes::new())).unwrap())
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200);
+            assert_eq!(body_string(resp).await, "hello from the app");
+        }
+        let body = Bytes::from(vec![b'z'; 1_000_000]);
+        let req = hyper::Request::post(format!("http://{}/echo", router.addr))
+            .header("host", "app")
+            .body(Full::new(body.clone()))
             .unwrap();
-        assert_eq!(resp.status(), 200);
-        assert_eq!(body_string(resp).await, "hello from the app");
-    }
-    let body = Bytes::from(vec![b'z'; 1_000_000]);
-    let req = hyper::Request::post(format!("http://{}/echo", router.addr))
-        .header("host", "app")
-        .body(Full::new(body.clone()))
-        .unwrap();
-    let resp = client.send_request(req).await.unwrap();
-    assert_eq!(body_string(resp).await.len(), body.len());
-    assert_eq!(up.activity.open_connections(), 1);
+        let resp = client.send_request(req).await.unwrap();
+        assert_eq!(body_string(resp).await.len(), body.len());
+        assert_eq!(up.activity.open_connections(), 1);
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn tcp_through_the_session() {
-    let app = echo_app().await;
-    let (up, _guest) = instance();
-    let router = Router::port_dyn(
-        up.clone(),
-        route(app.port, Protocol::Tcp, Duration::from_secs(5)),
-    )
+    bounded(async move {
+        let app = echo_app().await;
+        let (up, _guest) = instance();
+        let router = Router::port_dyn(
+            up.clone(),
+            route(app.port, Protocol::Tcp, Duration::from_secs(5)),
+        )
+        .await;
+        let c = TcpStream::connect(router.addr).await.unwrap();
+        let (mut r, mut w) = c.into_split();
+        let data: Vec<u8> = (0..2_000_000u32).map(|i| (i % 241) as u8).collect();
+        let sent = data.clone();
+        let writer = tokio::spawn(async move {
+            w.write_all(&sent).await.unwrap();
+            w.shutdown().await.unwrap();
+        });
+        let mut got = Vec::new();
+        r.read_to_end(&mut got).await.unwrap();
+        writer.await.unwrap();
+        assert!(got == data);
+    })
     .await;
-    let c = TcpStream::connect(router.addr).await.unwrap();
-    let (mut r, mut w) = c.into_split();
-    let data: Vec<u8> = (0..2_000_000u32).map(|i| (i % 241) as u8).collect();
-    let sent = data.clone();
-    let writer = tokio::spawn(async move {
-        w.write_all(&sent).await.unwrap();
-        w.shutdown().await.unwrap();
-    });
-    let mut got = Vec::new();
-    r.read_to_end(&mut got).await.unwrap();
-    writer.await.unwrap();
-    assert!(got == data);
 }
 
 #[tokio::test]
 async fn a_refused_guest_port_is_502() {
-    let closed_port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let (up, _guest) = instance();
-    let router = Router::port_dyn(
-        up,
-        route(closed_port, Protocol::Http, Duration::from_secs(5)),
-    )
+    bounded(async move {
+        let closed_port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let (up, _guest) = instance();
+        let router = Router::port_dyn(
+            up,
+            route(closed_port, Protocol::Http, Duration::from_secs(5)),
+        )
+        .await;
+        let mut client = h1_client(router.addr).await;
+        let resp = client
+            .send_request(get(router.addr, "/").body(Full::new(Bytes::new())).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 502);
+        assert!(body_string(resp).await.contains("nothing accepts"));
+    })
     .await;
-    let mut client = h1_client(router.addr).await;
-    let resp = client
-        .send_request(get(router.addr, "/").body(Full::new(Bytes::new())).unwrap())
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 502);
-    assert!(body_string(resp).await.contains("nothing accepts"));
 }
 
 #[tokio::test]
 async fn a_vm_killed_mid_request_is_502() {
-    let app = http_app().await;
-    let (up, guest) = instance();
-    let router = Router::port_dyn(
-        up.clone(),
-        route(app.port, Protocol::Http, Duration::from_secs(5)),
-    )
-    .await;
-    let mut client = h1_client(router.addr).await;
-    let addr = router.addr;
-    let pending = tokio::spawn(async move {
-        let resp = client
-            .send_request(get(addr, "/hang").body(Full::new(Bytes::new())).unwrap())
+    bounded(async move {
+        let app = http_app().await;
+        let (up, guest) = instance();
+        let router = Router::port_dyn(
+            up.clone(),
+            route(app.port, Protocol::Http, Duration::from_secs(5)),
+        )
+        .await;
+        let mut client = h1_client(router.addr).await;
+        let addr = router.addr;
+        let pending = tokio::spawn(async move {
+            let resp = client
+                .send_request(get(addr, "/hang").body(Full::new(Bytes::new())).unwrap())
+                .await
+                .unwrap();
+            resp.status()
+        });
+        // The request is in the app's hands, through the session, before the VM dies.
+        eventually(Duration::from_secs(10), || app.hanging() == 1).await;
+        // kill -9 of the VM: its end of the channel is gone.
+        guest.close();
+        let status = tokio::time::timeout(Duration::from_secs(5), pending)
             .await
+            .unwrap()
             .unwrap();
-        resp.status()
-    });
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    // kill -9 of the VM: its end of the channel is gone.
-    guest.close();
-    let status = tokio::time::timeout(Duration::from_secs(5), pending)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(status, 502);
+        assert_eq!(status, 502);
+    })
+    .await;
 }

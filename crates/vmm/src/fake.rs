@@ -453,9 +453,8 @@ async fn wait_released(holds: &mut [watch::Receiver<bool>]) -> Result<(), ()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aegis_proto::{
-        ExitStatus, GuestMessage, HostMessage, ProcessSpec, Session, Side, PROTOCOL_VERSION,
-    };
+    use aegis_proto::{ExitStatus, GuestMessage, HostMessage, Session, Side, PROTOCOL_VERSION};
+    use aegis_testkit::guest;
     use std::time::Duration;
     use tokio::sync::mpsc;
 
@@ -505,22 +504,7 @@ mod tests {
         id: u64,
         argv: &[&str],
     ) -> (Vec<u8>, ExitStatus) {
-        let out = s.open_stream();
-        let err = s.open_stream();
-        s.send(HostMessage::Spawn {
-            id,
-            spec: ProcessSpec {
-                argv: argv.iter().map(|a| a.to_string()).collect(),
-                env: vec![],
-                cwd: None,
-                user: None,
-            },
-            stdin: None,
-            stdout: out.id(),
-            stderr: err.id(),
-        })
-        .await
-        .unwrap();
+        let (out, _err) = guest::spawn(s, id, guest::process(argv)).await;
         let (mut out_rx, _out_tx) = out.into_split();
         let stdout = out_rx.read_to_end().await.unwrap();
         loop {
@@ -633,24 +617,9 @@ mod tests {
         let b = FakeBackend::new();
         let vm = b.boot(&spec(dir.path(), "f6")).await.unwrap();
         let (s, mut rx, _) = hello(vm.as_ref()).await;
-        let out = s.open_stream();
-        let err = s.open_stream();
         let pidfile = dir.path().join("sleep.pid");
         let script = format!("echo $$ > {}; exec sleep 100", pidfile.display());
-        s.send(HostMessage::Spawn {
-            id: 9,
-            spec: ProcessSpec {
-                argv: vec!["sh".into(), "-c".into(), script],
-                env: vec![],
-                cwd: None,
-                user: None,
-            },
-            stdin: None,
-            stdout: out.id(),
-            stderr: err.id(),
-        })
-        .await
-        .unwrap();
+        let _streams = guest::spawn(&s, 9, guest::process(&["sh", "-c", &script])).await;
         loop {
             if let Some(GuestMessage::Spawned { .. }) = rx.recv().await {
                 break;

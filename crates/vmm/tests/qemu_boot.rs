@@ -14,9 +14,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use aegis_proto::{
-    ExitStatus, GuestMessage, HostMessage, ProcessSpec, Session, Side, Stream, PROTOCOL_VERSION,
-};
+use aegis_proto::{ExitStatus, GuestMessage, HostMessage, Session, Side, Stream, PROTOCOL_VERSION};
+use aegis_testkit::guest;
 use aegis_vmm::{select, BackendChoice, BackendOptions, Disk, SnapshotRef, Vm, VmExit, VmSpec};
 use tokio::sync::mpsc;
 
@@ -161,23 +160,7 @@ impl Guest {
     async fn spawn(&mut self, argv: &[&str]) -> (u64, Stream, Stream) {
         let id = self.next_id;
         self.next_id += 1;
-        let out = self.session.open_stream();
-        let err = self.session.open_stream();
-        self.session
-            .send(HostMessage::Spawn {
-                id,
-                spec: ProcessSpec {
-                    argv: argv.iter().map(|a| a.to_string()).collect(),
-                    env: vec![],
-                    cwd: None,
-                    user: None,
-                },
-                stdin: None,
-                stdout: out.id(),
-                stderr: err.id(),
-            })
-            .await
-            .expect("send Spawn");
+        let (out, err) = guest::spawn(&self.session, id, guest::process(argv)).await;
         (id, out, err)
     }
 

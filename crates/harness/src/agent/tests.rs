@@ -14,6 +14,8 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use aegis_testkit::guest::process as spec;
+
 use super::*;
 
 /// Bound on any single wait in these tests, so a bug fails instead of hanging.
@@ -86,15 +88,6 @@ struct Run {
     status: ExitStatus,
 }
 
-fn spec(argv: &[&str]) -> ProcessSpec {
-    ProcessSpec {
-        argv: argv.iter().map(|s| s.to_string()).collect(),
-        env: vec![],
-        cwd: None,
-        user: None,
-    }
-}
-
 impl Host {
     async fn next(&mut self) -> GuestMessage {
         tokio::time::timeout(LIMIT, self.inbox.recv())
@@ -114,17 +107,8 @@ impl Host {
         spec: ProcessSpec,
         stdin: bool,
     ) -> (Option<Stream>, Stream, Stream) {
-        let stdin = stdin.then(|| self.session.open_stream());
-        let stdout = self.session.open_stream();
-        let stderr = self.session.open_stream();
-        self.send(HostMessage::Spawn {
-            id,
-            spec,
-            stdin: stdin.as_ref().map(|s| s.id()),
-            stdout: stdout.id(),
-            stderr: stderr.id(),
-        })
-        .await;
+        let (stdin, stdout, stderr) =
+            aegis_testkit::guest::spawn_with_stdin(&self.session, id, spec, stdin).await;
         match self.next().await {
             GuestMessage::Spawned { id: got, pid } => {
                 assert_eq!(got, id);

@@ -215,11 +215,19 @@ pub fn route(port: u16, protocol: Protocol, deadline: Duration) -> PortRoute {
 pub struct App {
     pub port: u16,
     task: JoinHandle<()>,
+    /// Requests that reached a handler which never answers (`/hang` of [`http_app`]).
+    hanging: Arc<AtomicUsize>,
 }
 
 impl App {
     pub fn kill(&self) {
         self.task.abort();
+    }
+
+    /// How many requests are held in the app's never-answering handler: a test waits for
+    /// this instead of sleeping to be sure a request is in flight.
+    pub fn hanging(&self) -> usize {
+        self.hanging.load(Ordering::SeqCst)
     }
 }
 
@@ -248,7 +256,11 @@ where
             }
         }
     });
-    App { port, task }
+    App {
+        port,
+        task,
+        hanging: Arc::default(),
+    }
 }
 
 /// Echoes every byte; half-closes after the client does.
@@ -265,39 +277,50 @@ pub async fn echo_app() -> App {
 /// headers; `/hang` never answers; `/close` answers with `Connection: close`; `/echo`
 /// returns the request body.
 pub async fn http_app() -> App {
-    serve_each(|s| async move {
-        let svc = service_fn(|req: Request<Incoming>| async move {
-            let seen = |name: &str| {
-                req.headers()
-                    .get(name)
-                    .map(|v| v.to_str().unwrap_or("?").to_string())
-                    .unwrap_or_default()
-            };
-            let mut resp = Response::builder()
-                .header("x-seen-host", seen("host"))
-                .header("x-seen-xff", seen("x-forwarded-for"))
-                .header("x-seen-proto", seen("x-forwarded-proto"))
-                .header("x-seen-secret", seen("x-secret"))
-                .header("x-seen-connection", seen("connection"));
-            let body = match req.uri().path() {
-                "/hang" => {
-                    tokio::time::sleep(Duration::from_secs(3600)).await;
-                    Bytes::new()
+    let hanging = Arc::new(AtomicUsize::new(0));
+    let counter = hanging.clone();
+    let mut app = serve_each(move |s| {
+        let hanging = counter.clone();
+        async move {
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let hanging = hanging.clone();
+                async move {
+                    let seen = |name: &str| {
+                        req.headers()
+                            .get(name)
+                            .map(|v| v.to_str().unwrap_or("?").to_string())
+                            .unwrap_or_default()
+                    };
+                    let mut resp = Response::builder()
+                        .header("x-seen-host", seen("host"))
+                        .header("x-seen-xff", seen("x-forwarded-for"))
+                        .header("x-seen-proto", seen("x-forwarded-proto"))
+                        .header("x-seen-secret", seen("x-secret"))
+                        .header("x-seen-connection", seen("connection"));
+                    let body = match req.uri().path() {
+                        "/hang" => {
+                            hanging.fetch_add(1, Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_secs(3600)).await;
+                            Bytes::new()
+                        }
+                        "/close" => {
+                            resp = resp.header("connection", "close");
+                            Bytes::from_static(b"closing")
+                        }
+                        "/echo" => req.into_body().collect().await.unwrap().to_bytes(),
+                        _ => Bytes::from_static(b"hello from the app"),
+                    };
+                    Ok::<_, Infallible>(resp.body(Full::new(body)).unwrap())
                 }
-                "/close" => {
-                    resp = resp.header("connection", "close");
-                    Bytes::from_static(b"closing")
-                }
-                "/echo" => req.into_body().collect().await.unwrap().to_bytes(),
-                _ => Bytes::from_static(b"hello from the app"),
-            };
-            Ok::<_, Infallible>(resp.body(Full::new(body)).unwrap())
-        });
-        let _ = hyper::server::conn::http1::Builder::new()
-            .serve_connection(TokioIo::new(s), svc)
-            .await;
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(s), svc)
+                .await;
+        }
     })
-    .await
+    .await;
+    app.hanging = hanging;
+    app
 }
 
 /// A gRPC-ish h2c server: echoes the request body (already gRPC-framed) with
@@ -400,6 +423,19 @@ pub fn grpc_frame(payload: &[u8]) -> Bytes {
     v.extend_from_slice(&(payload.len() as u32).to_be_bytes());
     v.extend_from_slice(payload);
     Bytes::from(v)
+}
+
+/// How long one whole test may take before it fails.
+pub const TEST_LIMIT: Duration = Duration::from_secs(60);
+
+/// Runs a test's body, failing it after [`TEST_LIMIT`]: a test whose upstream never answers
+/// must fail, not hang the run.
+pub async fn bounded<T>(body: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(TEST_LIMIT, body)
+        .await
+        .unwrap_or_else(|_| {
+            panic!("the test did not finish within {TEST_LIMIT:?}: something waits forever")
+        })
 }
 
 /// Waits until `cond` holds, polling; panics after `limit`.
