@@ -24,6 +24,7 @@ fn status() -> Status {
         tasks_running: 0,
         router_addr: "127.0.0.1:8099".into(),
         instances: 1,
+        builtin_images: vec!["busybox".into(), "debian".into()],
     }
 }
 

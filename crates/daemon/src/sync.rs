@@ -1,4 +1,7 @@
-//! Locking shared by the daemon's modules.
+//! The poison-tolerant lock of `instances/`, the one module still on `std::sync::Mutex`.
+//!
+//! Everywhere else aegisd uses `parking_lot::Mutex`, which has no poisoning. When
+//! `instances/` moves to it too, this file goes.
 
 use std::sync::{Mutex, MutexGuard};
 

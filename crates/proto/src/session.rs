@@ -13,9 +13,10 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
+use parking_lot::Mutex;
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::sync::{mpsc, Notify};
@@ -93,11 +94,6 @@ struct Shared {
 #[derive(Clone)]
 pub struct Session {
     shared: Arc<Shared>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding one of these short critical sections leaves consistent data.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn encode<C: Serialize>(frame: &Frame<C>) -> Result<Bytes, SessionError> {
@@ -207,7 +203,8 @@ impl Session {
 
 impl Shared {
     fn state(&self, id: StreamId) -> Arc<StreamState> {
-        lock(&self.streams)
+        self.streams
+            .lock()
             .entry(id)
             .or_insert_with(|| {
                 Arc::new(StreamState {
@@ -226,7 +223,7 @@ impl Shared {
     }
 
     fn existing(&self, id: StreamId) -> Option<Arc<StreamState>> {
-        lock(&self.streams).get(&id).cloned()
+        self.streams.lock().get(&id).cloned()
     }
 
     async fn send_raw(&self, bytes: Bytes) -> Result<(), SessionError> {
@@ -243,7 +240,7 @@ impl Shared {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
-        let streams: Vec<_> = lock(&self.streams).drain().map(|(_, s)| s).collect();
+        let streams: Vec<_> = self.streams.lock().drain().map(|(_, s)| s).collect();
         for s in streams {
             s.incoming_ready.notify_waiters();
             s.send_ready.notify_waiters();
@@ -256,9 +253,9 @@ impl Shared {
         if state.halves.fetch_sub(1, Ordering::AcqRel) != 1 {
             return;
         }
-        lock(&self.streams).remove(&state.id);
+        self.streams.lock().remove(&state.id);
         if !state.peer_done.load(Ordering::Acquire) && !self.closed.load(Ordering::Acquire) {
-            lock(&self.retired).insert(state.id);
+            self.retired.lock().insert(state.id);
             // Tell the peer to stop sending into a stream nobody reads.
             if let Ok(f) = encode(&Frame::<()>::Reset { stream: state.id }) {
                 let _ = self.writer.try_send(f);
@@ -268,7 +265,7 @@ impl Shared {
 
     /// Whether a frame for `id` belongs to a retired stream (and should be dropped).
     fn is_retired(&self, id: StreamId, terminal: bool) -> bool {
-        let mut retired = lock(&self.retired);
+        let mut retired = self.retired.lock();
         if terminal {
             retired.remove(&id)
         } else {
@@ -382,7 +379,7 @@ async fn dispatch<In>(frame: Frame<In>, control: &mpsc::Sender<In>, shared: &Arc
                 return true;
             }
             let overrun = {
-                let mut q = lock(&state.incoming);
+                let mut q = state.incoming.lock();
                 q.unconsumed += data.len() as u64;
                 q.items.push_back(Incoming::Data(data));
                 q.unconsumed > u64::from(INITIAL_WINDOW)
@@ -405,7 +402,7 @@ async fn dispatch<In>(frame: Frame<In>, control: &mpsc::Sender<In>, shared: &Arc
             }
             let state = shared.state(stream);
             state.peer_done.store(true, Ordering::Release);
-            lock(&state.incoming).items.push_back(Incoming::Eof);
+            state.incoming.lock().items.push_back(Incoming::Eof);
             state.incoming_ready.notify_one();
         }
         Frame::Reset { stream } => {
@@ -415,14 +412,14 @@ async fn dispatch<In>(frame: Frame<In>, control: &mpsc::Sender<In>, shared: &Arc
             if let Some(state) = shared.existing(stream) {
                 state.peer_done.store(true, Ordering::Release);
                 state.reset.store(true, Ordering::Release);
-                lock(&state.incoming).items.push_back(Incoming::Reset);
+                state.incoming.lock().items.push_back(Incoming::Reset);
                 state.incoming_ready.notify_one();
                 state.send_ready.notify_waiters();
             }
         }
         Frame::Credit { stream, bytes } => {
             if let Some(state) = shared.existing(stream) {
-                let mut w = lock(&state.send_window);
+                let mut w = state.send_window.lock();
                 *w = w.saturating_add(bytes);
                 drop(w);
                 state.send_ready.notify_waiters();
@@ -471,7 +468,7 @@ impl RecvHalf {
         loop {
             let notified = state.incoming_ready.notified();
             let item = {
-                let mut q = lock(&state.incoming);
+                let mut q = state.incoming.lock();
                 let item = q.items.pop_front();
                 if let Some(Incoming::Data(d)) = &item {
                     q.unconsumed -= d.len() as u64;
@@ -527,7 +524,7 @@ impl Drop for RecvHalf {
             // bytes are credited on arrival.
             self.state.discard.store(true, Ordering::Release);
             let queued = {
-                let mut q = lock(&self.state.incoming);
+                let mut q = self.state.incoming.lock();
                 let mut bytes = 0u64;
                 for item in q.items.drain(..) {
                     match item {
@@ -590,7 +587,7 @@ impl SendHalf {
                 return Err(SessionError::Closed);
             }
             {
-                let mut w = lock(&self.state.send_window);
+                let mut w = self.state.send_window.lock();
                 if *w > 0 {
                     let n = want.min(*w);
                     *w -= n;

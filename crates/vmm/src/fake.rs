@@ -18,11 +18,12 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use aegis_harness::{Agent, AgentConfig, SessionEnd};
 use async_trait::async_trait;
+use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -38,10 +39,6 @@ const PIPE_BYTES: usize = 256 * 1024;
 const CONSOLE_MAX: usize = 2048;
 /// How long a reconnect waits for the previous session to end.
 const SESSION_END_WAIT: Duration = Duration::from_secs(5);
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// Boots fake VMs. Clones share fault injection and the list of VMs.
 #[derive(Clone, Default)]
@@ -79,7 +76,7 @@ impl FakeBackend {
     /// processes are killed, `wait` returns `VmExit::Failed`. False if there is no such VM
     /// (or it has already exited).
     pub fn crash(&self, id: &str) -> bool {
-        let vm = lock(&self.shared.vms).get(id).and_then(Weak::upgrade);
+        let vm = self.shared.vms.lock().get(id).and_then(Weak::upgrade);
         match vm {
             Some(vm) => vm.end(
                 VmExit::Failed {
@@ -94,7 +91,9 @@ impl FakeBackend {
 
     /// The shares VM `id` was booted with (empty for an unknown VM).
     pub fn shares(&self, id: &str) -> Vec<Share> {
-        lock(&self.shared.shares)
+        self.shared
+            .shares
+            .lock()
             .get(id)
             .cloned()
             .unwrap_or_default()
@@ -107,7 +106,10 @@ impl FakeBackend {
 
     /// Ids of the VMs that have not exited.
     pub fn running(&self) -> Vec<String> {
-        let mut ids: Vec<String> = lock(&self.shared.vms)
+        let mut ids: Vec<String> = self
+            .shared
+            .vms
+            .lock()
             .iter()
             .filter_map(|(id, vm)| {
                 let vm = vm.upgrade()?;
@@ -187,8 +189,14 @@ impl Backend for FakeBackend {
             connection: Mutex::new(None),
         });
         state.log("fake VM booted");
-        lock(&self.shared.shares).insert(spec.id.clone(), spec.shares.clone());
-        lock(&self.shared.vms).insert(spec.id.clone(), Arc::downgrade(&state));
+        self.shared
+            .shares
+            .lock()
+            .insert(spec.id.clone(), spec.shares.clone());
+        self.shared
+            .vms
+            .lock()
+            .insert(spec.id.clone(), Arc::downgrade(&state));
         if self.shared.crash_next_boot.swap(false, Ordering::AcqRel) {
             state.end(
                 VmExit::Failed {
@@ -231,7 +239,7 @@ struct FakeVmState {
 
 impl FakeVmState {
     fn log(&self, line: &str) {
-        let mut c = lock(&self.console);
+        let mut c = self.console.lock();
         c.push_str(line);
         c.push('\n');
         if c.len() > CONSOLE_MAX {
@@ -243,7 +251,7 @@ impl FakeVmState {
 
     /// Cuts the channel and stops the agent's session at once (crash, kill).
     fn drop_connection(&self) {
-        if let Some(c) = lock(&self.connection).take() {
+        if let Some(c) = self.connection.lock().take() {
             for t in c.relays.iter().chain([&c.serve]) {
                 t.abort();
             }
@@ -253,7 +261,7 @@ impl FakeVmState {
     /// Cuts the channel and lets the agent's session end on its own (it sees EOF), as in a
     /// guest whose host went away; waits for it so two sessions never overlap.
     async fn disconnect(&self) {
-        let old = lock(&self.connection).take();
+        let old = self.connection.lock().take();
         if let Some(c) = old {
             for t in &c.relays {
                 t.abort();
@@ -290,7 +298,7 @@ impl FakeVmState {
         VmmError::Exited {
             id: self.id.clone(),
             exit,
-            console_tail: lock(&self.console).clone(),
+            console_tail: self.console.lock().clone(),
         }
     }
 }
@@ -342,7 +350,7 @@ impl Vm for FakeVm {
             tokio::spawn(relay(hr, gw, st.paused.subscribe())),
             tokio::spawn(relay(gr, hw, st.paused.subscribe())),
         ];
-        *lock(&st.connection) = Some(Connection { relays, serve });
+        *st.connection.lock() = Some(Connection { relays, serve });
         // A crash may have raced with this connect.
         if let Some(exit) = st.exit.borrow().clone() {
             st.drop_connection();
@@ -393,7 +401,7 @@ impl Vm for FakeVm {
     }
 
     fn console_tail(&self) -> String {
-        lock(&self.state.console).clone()
+        self.state.console.lock().clone()
     }
 }
 

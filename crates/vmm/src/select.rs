@@ -17,7 +17,6 @@ use serde::Serialize;
 
 use crate::backend::{Backend, VmmError};
 use crate::capabilities::BackendKind;
-use crate::fake::FakeBackend;
 use crate::host::{HostReport, KvmStatus, ToolStatus};
 use crate::qemu::{Accel, QemuBackend, QemuConfig};
 
@@ -167,8 +166,24 @@ fn build(
         BackendKind::Qemu => qemu(report, opts),
         BackendKind::Firecracker => firecracker(report, opts),
         BackendKind::Libkrun => libkrun(report),
-        BackendKind::Fake => Ok(Arc::new(FakeBackend::new())),
+        BackendKind::Fake => fake(),
     }
+}
+
+#[cfg(any(test, feature = "fake"))]
+fn fake() -> Result<Arc<dyn Backend>, String> {
+    Ok(Arc::new(crate::fake::FakeBackend::new()))
+}
+
+/// Release builds leave the fake backend out: it runs guest commands on the host.
+#[cfg(not(any(test, feature = "fake")))]
+fn fake() -> Result<Arc<dyn Backend>, String> {
+    Err(
+        "this aegisd was built without the `fake` cargo feature: the fake backend is a test \
+         double that runs guest commands as host processes with no isolation; use a test build \
+         (`scripts/build.sh` without --release, or `cargo build -p aegisd --features fake`)"
+            .into(),
+    )
 }
 
 /// Why stock guest kernels cannot run under KVM here, or `None` if they can.
@@ -231,7 +246,7 @@ fn qemu(report: &HostReport, opts: &BackendOptions) -> Result<Arc<dyn Backend>, 
         accel,
         tsc_khz: report.tsc_khz,
         max_vcpus: report.cores,
-        virtiofsd: crate::qemu::virtiofsd::find(),
+        virtiofsd: report.virtiofsd.path().map(std::path::Path::to_path_buf),
     })))
 }
 
@@ -290,6 +305,9 @@ mod tests {
                 ToolStatus::NotFound {
                     searched: "PATH".into(),
                 }
+            },
+            virtiofsd: ToolStatus::NotFound {
+                searched: "nowhere".into(),
             },
             tsc_khz: Some(2_445_432),
             cores: 2,
@@ -394,7 +412,7 @@ mod tests {
     }
 
     #[test]
-    fn fake_is_always_available() {
+    fn fake_is_available_in_test_builds() {
         let mut r = report(KvmStatus::Absent, false);
         r.qemu = ToolStatus::NotFound {
             searched: "PATH".into(),

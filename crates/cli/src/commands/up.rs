@@ -26,7 +26,7 @@ aegisd is looked for in $AEGIS_DAEMON, then beside the aegis executable, then on
 Examples:
   aegis up
   aegis up --backend qemu
-  AEGIS_HOME=/tmp/aegis-test aegis up --backend fake";
+  AEGIS_HOME=/tmp/aegis-test aegis up --backend fake   (test builds of aegisd only)";
 
 /// Start the Aegis daemon (aegisd) in the background.
 #[derive(Debug, clap::Args)]
@@ -68,7 +68,7 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<i32> {
         .mode(0o700)
         .create(home)
         .with_context(|| format!("cannot create the Aegis home {}", home.display()))?;
-    let log_path = ctx.daemon_log();
+    let log_path = ctx.home().log_file();
     let log = OpenOptions::new()
         .create(true)
         .append(true)

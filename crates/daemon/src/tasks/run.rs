@@ -13,7 +13,6 @@ use super::LiveTask;
 use crate::daemon::Daemon;
 use crate::guest::BootAssets;
 use crate::ids;
-use crate::sync::lock;
 use crate::vm::{self, describe_exit, GuestVm, LaunchSpec};
 
 /// How a task ended, before it is written down.
@@ -36,7 +35,7 @@ pub(super) async fn run(
     live: Arc<LiveTask>,
 ) {
     let vm_id = ids::new_id("vm");
-    let run_dir = daemon.config.run_dir().join(&vm_id);
+    let run_dir = daemon.config.home.vm_run_dir(&vm_id);
 
     // Boot in a task of its own: a cancellation must not drop a half-booted VM on the floor.
     let spec = LaunchSpec {
@@ -110,7 +109,7 @@ pub(super) async fn run(
 }
 
 fn cancel_reason(live: &LiveTask) -> String {
-    lock(&live.reason).clone().unwrap_or_default()
+    live.reason.lock().clone().unwrap_or_default()
 }
 
 /// Runs the command in a booted VM and collects its artifacts.

@@ -14,16 +14,15 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use aegis_api::{ApiError, CreateWorkspace, ErrorCode, Workspace, WorkspaceMode};
 use aegis_registry::WorkspaceRecord;
 use aegis_vmm::Share;
+use parking_lot::Mutex;
 
 use crate::config::Config;
 use crate::daemon::Daemon;
 use crate::ids;
-use crate::sync::lock;
 
 /// The virtio-fs tag of the workspace share.
 pub const WORKSPACE_TAG: &str = "aegis-workspace";
@@ -93,7 +92,7 @@ pub fn validate_name(name: &str) -> Result<(), ApiError> {
 
 /// The data directory of named workspace `name`.
 pub fn data_dir(config: &Config, name: &str) -> PathBuf {
-    config.workspaces_dir().join(name)
+    config.home.workspace_dir(name)
 }
 
 /// Checks what a request names: a workspace name, or an absolute host directory that exists
@@ -114,7 +113,8 @@ pub fn parse(config: &Config, spec: &str) -> Result<WorkspaceRef, ApiError> {
             "workspace {spec} is not a directory; pass a directory (or a workspace name)"
         )));
     }
-    let home = std::fs::canonicalize(&config.home).unwrap_or_else(|_| config.home.clone());
+    let home = config.home.root();
+    let home = std::fs::canonicalize(home).unwrap_or_else(|_| home.to_path_buf());
     if canonical.starts_with(&home) || home.starts_with(&canonical) {
         return Err(bad(format!(
             "workspace directory {} overlaps the Aegis home {}; use a named workspace \
@@ -178,7 +178,7 @@ impl WorkspaceManager {
     /// `POST /v1/workspaces`.
     pub fn create(&self, daemon: &Daemon, req: &CreateWorkspace) -> Result<Workspace, ApiError> {
         validate_name(&req.name)?;
-        let holders = lock(&self.holders);
+        let holders = self.holders.lock();
         if daemon
             .registry
             .get_workspace(&req.name)
@@ -266,12 +266,12 @@ impl WorkspaceManager {
 
     /// Ids holding workspace `name` now.
     pub fn holders_of(&self, name: &str) -> Vec<String> {
-        lock(&self.holders).get(name).cloned().unwrap_or_default()
+        self.holders.lock().get(name).cloned().unwrap_or_default()
     }
 
     /// `DELETE /v1/workspaces/{name}`: refused while held. The data is gone when this returns.
     pub fn delete(&self, daemon: &Daemon, name: &str) -> Result<(), ApiError> {
-        let holders = lock(&self.holders);
+        let holders = self.holders.lock();
         let record = daemon
             .registry
             .get_workspace(name)
@@ -292,6 +292,7 @@ impl WorkspaceManager {
         let dir = data_dir(&daemon.config, name);
         let doomed = daemon
             .config
+            .home
             .workspaces_dir()
             .join(format!(".deleting-{name}-{}", ids::new_id("x")));
         let moved = match std::fs::rename(&dir, &doomed) {
@@ -329,7 +330,7 @@ impl WorkspaceManager {
         let WorkspaceRef::Named(name) = ws else {
             return Ok(());
         };
-        let mut holders = lock(&self.holders);
+        let mut holders = self.holders.lock();
         let record = match daemon
             .registry
             .get_workspace(name)
@@ -367,7 +368,7 @@ impl WorkspaceManager {
     /// Records that `holder` holds `name` without checking the mode: instances reloaded at
     /// start-up already held their workspace before the restart.
     pub fn restore_hold(&self, name: &str, holder: &str) {
-        let mut holders = lock(&self.holders);
+        let mut holders = self.holders.lock();
         let current = holders.entry(name.to_string()).or_default();
         if !current.iter().any(|h| h == holder) {
             current.push(holder.to_string());
@@ -379,7 +380,7 @@ impl WorkspaceManager {
         let Some(name) = recorded.filter(|s| !s.starts_with('/')) else {
             return;
         };
-        let mut holders = lock(&self.holders);
+        let mut holders = self.holders.lock();
         if let Some(current) = holders.get_mut(name) {
             current.retain(|h| h != holder);
             if current.is_empty() {
@@ -479,7 +480,7 @@ mod tests {
 
     #[test]
     fn shares_point_at_the_data() {
-        let config = Config::new("/h".into(), "fake").unwrap();
+        let config = Config::new(PathBuf::from("/h"), "fake").unwrap();
         assert!(shares(&config, None).is_empty());
         assert_eq!(
             shares(&config, Some("data"))[0].host_path,
