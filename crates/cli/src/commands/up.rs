@@ -78,7 +78,7 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<i32> {
     let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
 
     let mut command = Command::new(&program);
-    command.arg("--home").arg(home);
+    command.arg("--home").arg(home.root());
     if let Some(backend) = &args.backend {
         command.arg("--backend").arg(backend);
     }
