@@ -188,15 +188,15 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        let ran_on = Arc::new(Mutex::new(None));
+        let ran_on = Arc::new(Mutex::new(None::<String>));
         let r = ran_on.clone();
         caller
             .block_on(gate.run(|| async move {
-                *r.lock().unwrap() = std::thread::current().name().map(str::to_owned);
+                *r.lock() = std::thread::current().name().map(str::to_owned);
                 Ok(())
             }))
             .unwrap();
-        assert_eq!(ran_on.lock().unwrap().as_deref(), Some("home"));
+        assert_eq!(ran_on.lock().as_deref(), Some("home"));
     }
 
     #[tokio::test]
