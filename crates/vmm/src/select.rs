@@ -126,7 +126,10 @@ pub fn select(
         BackendChoice::Libkrun => BackendKind::Libkrun,
         BackendChoice::Fake => BackendKind::Fake,
     };
-    build(kind, report, opts).map_err(|why| unavailable(kind, why))
+    build(kind, report, opts).map_err(|why| match kind {
+        BackendKind::Fake => VmmError::NotInBuild { backend: kind, why },
+        _ => unavailable(kind, why),
+    })
 }
 
 /// Every real backend, in `auto` order, with whether it can run here and why.
@@ -179,8 +182,8 @@ fn fake() -> Result<Arc<dyn Backend>, String> {
 #[cfg(not(any(test, feature = "fake")))]
 fn fake() -> Result<Arc<dyn Backend>, String> {
     Err(
-        "this aegisd was built without the `fake` cargo feature: the fake backend is a test \
-         double that runs guest commands as host processes with no isolation; use a test build \
+        "it needs the `fake` cargo feature, which release builds leave out because it runs \
+         guest commands as host processes with no isolation; use a test build of aegisd \
          (`scripts/build.sh` without --release, or `cargo build -p aegisd --features fake`)"
             .into(),
     )
