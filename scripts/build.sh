@@ -4,8 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Debug builds are test builds: their aegisd offers `--backend fake`, which the integration
+# tests start (it runs guest commands as host processes, no isolation). Release builds never do.
 profile=debug
-cargo_flags=()
+cargo_flags=(--features aegisd/fake)
 if [[ "${1:-}" == "--release" ]]; then
   profile=release
   cargo_flags=(--release)

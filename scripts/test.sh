@@ -13,7 +13,10 @@ export AEGIS_HARNESS="$PWD/target/x86_64-unknown-linux-gnu/harness/aegis-harness
 status=0
 # Unit tests and in-process daemon tests (fake backend): no VM.
 cargo test --workspace --exclude aegis-tests --no-fail-fast -- --test-threads=2 || status=1
-# Integration tests: a real daemon, real microVMs under QEMU, the real CLI.
+# Integration tests: a real daemon, real microVMs under QEMU, the real CLI. Some start
+# target/debug/aegisd with the fake backend: make sure that binary has it, whatever the step
+# above last linked there.
+cargo build -p aegisd --features fake
 cargo test -p aegis-tests --no-fail-fast -- --test-threads=2 --skip conformance || status=1
 # Conformance: every backend that can boot here; the others print why they are skipped.
 cargo test -p aegis-tests --test conformance --no-fail-fast -- --test-threads=2 --nocapture || status=1

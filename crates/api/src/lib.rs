@@ -3,10 +3,14 @@
 //! The daemon serves it on a unix socket (mode 0600) under `/v1/...`; the CLI, the Python SDK
 //! and the tests are clients of this API only. `docs/openapi.yaml` describes the same types and
 //! a test keeps the two in sync.
+//!
+//! [`AegisHome`] is the other half of the contract between CLI and daemon: where every file
+//! under the Aegis home lives.
 #![forbid(unsafe_code)]
 
 pub mod app;
 pub mod error;
+pub mod home;
 pub mod image;
 pub mod instance;
 pub mod status;
@@ -18,6 +22,7 @@ pub use app::{
     ServeApp,
 };
 pub use error::{ApiError, ErrorBody, ErrorCode};
+pub use home::{AegisHome, HomeError, HOME_ENV};
 pub use image::{ImageInfo, ImageKind, PullEvent, PullImage};
 pub use instance::{
     CreateInstance, Endpoint, IdlePolicy, Instance, InstanceState, PortProtocol, PortSpec,

@@ -20,6 +20,10 @@ pub struct Status {
     pub router_addr: String,
     #[serde(default)]
     pub instances: u32,
+    /// Names of the images this daemon builds itself (`aegis setup`), built yet or not; any
+    /// other image name is an OCI reference to pull.
+    #[serde(default)]
+    pub builtin_images: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -40,7 +40,7 @@ See docs/CLI.md for the full reference.";
 #[command(name = "aegis", version, after_help = AFTER_HELP, max_term_width = 100)]
 struct Cli {
     /// Aegis home: daemon socket, logs, caches and task data [default: $AEGIS_HOME, else
-    /// ~/.aegis].
+    /// ~/.aegis]. A relative path is taken from the current directory.
     #[arg(long, global = true, value_name = "DIR")]
     home: Option<PathBuf>,
 
@@ -93,7 +93,17 @@ fn main() {
         eprintln!("aegis: {message}; see `{command} --help`");
         std::process::exit(exit::AEGIS_ERROR);
     }
-    let ctx = Context::new(cli.home.unwrap_or_else(aegis_client::default_home));
+    let home = match &cli.home {
+        Some(dir) => aegis_api::AegisHome::at(dir),
+        None => aegis_api::AegisHome::from_env(),
+    };
+    let ctx = match home {
+        Ok(home) => Context::new(home),
+        Err(e) => {
+            eprintln!("aegis: {e}");
+            std::process::exit(exit::AEGIS_ERROR);
+        }
+    };
     let code = match dispatch(&ctx, cli.command) {
         Ok(code) => code,
         Err(e) => {

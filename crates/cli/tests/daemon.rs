@@ -24,6 +24,7 @@ fn status() -> Status {
         tasks_running: 0,
         router_addr: "127.0.0.1:8099".into(),
         instances: 1,
+        builtin_images: vec!["busybox".into(), "debian".into()],
     }
 }
 
@@ -82,14 +83,14 @@ async fn up_and_down_are_no_ops_when_there_is_nothing_to_do() {
 /// from other hosts, and stays quiet on loopback.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_warns_about_a_router_beyond_loopback() {
-    let daemon = FakeDaemon::start(|_, _| json(200, &status()));
+    let daemon = FakeAegisd::start(|_, _| json(200, &status()));
     let o = run_aegis(daemon.home(), &["up"]).await;
     assert_eq!(stderr(&o), "");
     let exposed = Status {
         router_addr: "0.0.0.0:8099".into(),
         ..status()
     };
-    let daemon = FakeDaemon::start(move |_, _| json(200, &exposed));
+    let daemon = FakeAegisd::start(move |_, _| json(200, &exposed));
     let o = run_aegis(daemon.home(), &["up"]).await;
     assert_eq!(o.status.code(), Some(0));
     let e = stderr(&o);

@@ -24,6 +24,10 @@ async fn output_is_byte_exact_and_the_exit_code_is_the_tasks() {
     let bin = binary.clone();
     let daemon = FakeAegisd::start(move |rec, _| match rec.method.as_str() {
         "POST" => json(201, &task(TaskState::Booting)),
+        _ if rec.uri == "/v1/images/busybox" => json(
+            200,
+            &serde_json::json!({"reference": "busybox", "kind": "builtin", "size_bytes": 1, "layers": 1}),
+        ),
         _ => {
             let mut ended = task(TaskState::Exited);
             ended.exit_code = Some(3);
@@ -288,6 +292,55 @@ async fn daemon_refusals_are_shown_as_they_are() {
         stderr(&o),
         "aegis: image 'debian' is not built; run `aegis setup`\n"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_says_which_image_names_are_built_in() {
+    let daemon = FakeAegisd::start(|rec, _| match (rec.method.as_str(), rec.uri.as_str()) {
+        ("GET", "/v1/status") => json(
+            200,
+            &serde_json::json!({
+                "status": "running", "version": "0.1.0", "pid": 1, "backend": "fake",
+                "capabilities": {"pause": true, "memory_snapshot": false, "vsock": false,
+                                 "virtio_fs": false, "accelerator": "none"},
+                "home": "/h", "tasks_running": 0, "builtin_images": ["busybox", "debian"],
+            }),
+        ),
+        ("GET", _) => not_found("no such image"),
+        ("POST", "/v1/images/pull") => json(
+            400,
+            &aegis_api::ApiError::new(
+                aegis_api::ErrorCode::InvalidRequest,
+                "the registry has no image nosuch",
+            ),
+        ),
+        _ => json(
+            503,
+            &aegis_api::ApiError::new(
+                aegis_api::ErrorCode::Unavailable,
+                "image 'debian' is not built; run `aegis setup`",
+            ),
+        ),
+    });
+    // A built-in image that is not built yet is not pulled: the daemon says how to build it.
+    let o = run_aegis(daemon.home(), &["run", "--image", "debian", "--", "true"]).await;
+    assert_eq!(o.status.code(), Some(125));
+    assert_eq!(
+        stderr(&o),
+        "aegis: image 'debian' is not built; run `aegis setup`\n"
+    );
+    assert!(daemon.requests_to("POST", "/v1/images/pull").is_empty());
+
+    // Any other name is an OCI image, pulled first.
+    let o = run_aegis(daemon.home(), &["run", "--image", "nosuch", "--", "true"]).await;
+    assert_eq!(o.status.code(), Some(125));
+    assert!(
+        stderr(&o).contains("If you meant a built-in image, they are: busybox, debian"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(daemon.requests_to("POST", "/v1/images/pull").len(), 1);
+    assert_eq!(daemon.requests_to("POST", "/v1/tasks").len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -24,6 +24,10 @@ async fn run_expose_creates_an_instance_and_follows_its_logs_until_it_is_removed
     let daemon = FakeAegisd::start(
         move |rec, _| match (rec.method.as_str(), rec.uri.as_str()) {
             ("POST", "/v1/instances") => json(201, &instance(InstanceState::Terminated)),
+            ("GET", "/v1/images/debian") => json(
+                200,
+                &serde_json::json!({"reference": "debian", "kind": "builtin", "size_bytes": 1, "layers": 1}),
+            ),
             ("GET", uri) if uri.starts_with("/v1/instances/inst-1/logs?follow=true") => {
                 match offsets(uri) {
                     // The feed breaks off...

@@ -3,7 +3,8 @@
 //! ```no_run
 //! # async fn demo() -> aegis_client::Result<()> {
 //! use aegis_client::Client;
-//! let client = Client::from_home(aegis_client::default_home());
+//! let home = aegis_api::AegisHome::from_env().expect("an Aegis home");
+//! let client = Client::from_home(&home);
 //! let status = client.status().await?;
 //! println!("aegisd {} on {}", status.version, status.backend);
 //! # Ok(()) }
@@ -29,7 +30,7 @@ mod client_tests;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use aegis_api::{CreateInstance, CreateTask, Instance, Status, Task};
+use aegis_api::{AegisHome, CreateInstance, CreateTask, Instance, Status, Task};
 use hyper::Method;
 
 pub use apps::PUBLISH_TIMEOUT;
@@ -37,30 +38,8 @@ pub use error::{Error, Result};
 pub use follow::{FollowItem, OutputFollower, DEFAULT_RECONNECT_WINDOW};
 pub use output::{NdjsonStream, OutputStream};
 
-/// File name of the daemon's socket inside the Aegis home.
-pub const SOCKET_NAME: &str = "aegisd.sock";
-/// File name of the daemon's pid file inside the Aegis home.
-pub const PID_FILE_NAME: &str = "aegisd.pid";
 /// How long a request (other than the body of the output feed) may take by default.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// `$AEGIS_HOME`, or `$HOME/.aegis`.
-pub fn default_home() -> PathBuf {
-    if let Some(home) = std::env::var_os("AEGIS_HOME").filter(|v| !v.is_empty()) {
-        return PathBuf::from(home);
-    }
-    let user_home = std::env::var_os("HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        // `home_dir` was deprecated before Rust 1.86 for Windows reasons only; on unix it
-        // falls back to the passwd entry, which is what we want when $HOME is unset.
-        .or_else(
-            #[allow(deprecated)]
-            std::env::home_dir,
-        )
-        .unwrap_or_else(|| PathBuf::from("/"));
-    user_home.join(".aegis")
-}
 
 /// A client of one daemon, identified by its socket. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -78,9 +57,9 @@ impl Client {
         }
     }
 
-    /// A client of the daemon of the Aegis home `home` (`<home>/aegisd.sock`).
-    pub fn from_home(home: impl AsRef<Path>) -> Self {
-        Client::new(home.as_ref().join(SOCKET_NAME))
+    /// A client of the daemon of the Aegis home `home` (its [`AegisHome::socket`]).
+    pub fn from_home(home: &AegisHome) -> Self {
+        Client::new(home.socket())
     }
 
     /// Change how long a request may take ([`DEFAULT_TIMEOUT`]); the body of a followed
@@ -324,7 +303,7 @@ mod tests {
 
     #[test]
     fn from_home_uses_the_socket_name() {
-        let c = Client::from_home("/h");
+        let c = Client::from_home(&AegisHome::new("/h"));
         assert_eq!(c.socket(), Path::new("/h/aegisd.sock"));
     }
 }

@@ -2,22 +2,13 @@
 
 use std::path::{Path, PathBuf};
 
+use aegis_api::AegisHome;
 use aegis_vmm::select::BackendChoice;
-
-/// `$AEGIS_HOME`, else `~/.aegis`.
-pub fn default_home() -> PathBuf {
-    if let Some(h) = std::env::var_os("AEGIS_HOME") {
-        return PathBuf::from(h);
-    }
-    let base = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/root"));
-    base.join(".aegis")
-}
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub home: PathBuf,
+    /// The Aegis home: every file of the daemon is under it (see [`AegisHome`]).
+    pub home: AegisHome,
     pub backend: BackendChoice,
     /// The shared HTTP router port (Host routing). Port 0 picks a free one.
     pub router_addr: std::net::SocketAddr,
@@ -33,41 +24,16 @@ pub const DEFAULT_MAX_ARTIFACT_BYTES: u64 = 1 << 30;
 pub const DEFAULT_ROUTER_ADDR: &str = "127.0.0.1:8099";
 
 impl Config {
-    pub fn new(home: PathBuf, backend: &str) -> anyhow::Result<Self> {
+    pub fn new(home: impl Into<AegisHome>, backend: &str) -> anyhow::Result<Self> {
         let backend = backend
             .parse::<BackendChoice>()
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok(Config {
-            home,
+            home: home.into(),
             backend,
             router_addr: DEFAULT_ROUTER_ADDR.parse()?,
             max_artifact_bytes: DEFAULT_MAX_ARTIFACT_BYTES,
         })
-    }
-
-    pub fn socket(&self) -> PathBuf {
-        self.home.join("aegisd.sock")
-    }
-    pub fn pid_file(&self) -> PathBuf {
-        self.home.join("aegisd.pid")
-    }
-    pub fn lock_file(&self) -> PathBuf {
-        self.home.join("aegisd.lock")
-    }
-    pub fn db(&self) -> PathBuf {
-        self.home.join("aegis.db")
-    }
-    /// Per-VM private directories (sockets, scratch disk, console log).
-    pub fn run_dir(&self) -> PathBuf {
-        self.home.join("run")
-    }
-    /// Named workspaces' data, one directory each.
-    pub fn workspaces_dir(&self) -> PathBuf {
-        self.home.join("workspaces")
-    }
-    /// Per-task output and artifacts.
-    pub fn tasks_dir(&self) -> PathBuf {
-        self.home.join("tasks")
     }
 
     /// The guest harness binary (see [`aegis_image::harness_path`]).

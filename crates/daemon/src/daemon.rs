@@ -56,14 +56,14 @@ impl Daemon {
         guest: GuestAssets,
     ) -> anyhow::Result<Arc<Daemon>> {
         for dir in [
-            config.home.clone(),
-            config.run_dir(),
-            config.tasks_dir(),
-            config.workspaces_dir(),
+            config.home.root().to_path_buf(),
+            config.home.run_dir(),
+            config.home.tasks_dir(),
+            config.home.workspaces_dir(),
         ] {
             create_private_dir(&dir)?;
         }
-        let registry = Registry::open(&config.db())
+        let registry = Registry::open(&config.home.registry_db())
             .with_context(|| format!("cannot open the registry in {}", config.home.display()))?;
         crate::reconcile::reconcile(&config, &registry).await?;
         let images = crate::images::Images::open(&config.home)
@@ -136,7 +136,7 @@ impl Daemon {
 /// The daemon's main: lock the home, open everything, serve until SIGTERM/SIGINT or
 /// `POST /v1/shutdown`, then stop every VM and clean up.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    create_private_dir(&config.home)?;
+    create_private_dir(config.home.root())?;
     let _lock = lock_home(&config)?;
     let report = aegis_vmm::host::probe();
     let backend = aegis_vmm::select::select(config.backend, &report, &Default::default())
@@ -144,7 +144,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(backend = %backend.kind(), home = %config.home.display(), "starting aegisd");
     let daemon = Daemon::start(config.clone(), backend).await?;
 
-    let socket = config.socket();
+    let socket = config.home.socket();
     match fs::remove_file(&socket) {
         Ok(()) => tracing::info!(socket = %socket.display(), "removed stale socket"),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -176,7 +176,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let result = daemon.serve(listener).await;
     let _ = fs::remove_file(&socket);
-    let _ = fs::remove_file(config.pid_file());
+    let _ = fs::remove_file(config.home.pid_file());
     tracing::info!("aegisd stopped");
     result
 }
@@ -192,7 +192,7 @@ pub(crate) fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
 /// An exclusive lock on the home: two daemons on one home would fight over every VM.
 fn lock_home(config: &Config) -> anyhow::Result<fs::File> {
     use std::os::fd::AsRawFd;
-    let path = config.lock_file();
+    let path = config.home.lock_file();
     let file = fs::OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -202,7 +202,7 @@ fn lock_home(config: &Config) -> anyhow::Result<fs::File> {
     // SAFETY: flock on a file descriptor we own; no memory is involved.
     let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     if rc != 0 {
-        let pid = fs::read_to_string(config.pid_file()).unwrap_or_default();
+        let pid = fs::read_to_string(config.home.pid_file()).unwrap_or_default();
         bail!(
             "another aegisd (pid {}) already runs for {}; stop it with `aegis down`",
             pid.trim(),
@@ -213,7 +213,7 @@ fn lock_home(config: &Config) -> anyhow::Result<fs::File> {
 }
 
 fn write_pid_file(config: &Config) -> anyhow::Result<()> {
-    let path = config.pid_file();
+    let path = config.home.pid_file();
     let tmp = path.with_extension("pid.tmp");
     let mut f =
         fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;

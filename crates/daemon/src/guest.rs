@@ -2,13 +2,12 @@
 //! boot, so `aegis setup` can build them while the daemon runs.
 
 use std::path::PathBuf;
-use std::sync::Mutex;
 
 use aegis_api::{ApiError, ErrorCode};
 use aegis_image::Layout;
+use parking_lot::Mutex;
 
 use crate::config::Config;
-use crate::sync::lock;
 
 pub struct GuestAssets {
     layout: Layout,
@@ -31,7 +30,7 @@ pub struct BootAssets {
 impl GuestAssets {
     pub fn new(config: &Config) -> Self {
         GuestAssets {
-            layout: Layout::new(&config.home),
+            layout: config.home.clone(),
             harness: config.harness_binary(),
             initramfs: Mutex::new(None),
             fixed: None,
@@ -119,7 +118,7 @@ impl GuestAssets {
                 ),
             ));
         }
-        let mut cached = lock(&self.initramfs);
+        let mut cached = self.initramfs.lock();
         // ensure_initramfs is content-addressed: cheap when nothing changed.
         let path = aegis_image::ensure_initramfs(&self.layout, &self.harness).map_err(|e| {
             ApiError::new(

@@ -11,7 +11,6 @@ pub mod images;
 pub mod instances;
 pub mod reconcile;
 mod sparse_copy;
-mod sync;
 pub mod tasks;
 pub mod vm;
 pub mod vm_request;

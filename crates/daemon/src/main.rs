@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use aegis_api::AegisHome;
 use anyhow::Context;
 use clap::Parser;
 
@@ -9,10 +10,12 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
-    /// Aegis home (state, caches, socket). Default: $AEGIS_HOME or ~/.aegis.
-    #[arg(long, env = "AEGIS_HOME")]
+    /// Aegis home (state, caches, socket) [default: $AEGIS_HOME, else ~/.aegis]. A relative
+    /// path is taken from the current directory.
+    #[arg(long)]
     home: Option<PathBuf>,
-    /// VMM backend: auto, qemu, firecracker, libkrun or fake.
+    /// VMM backend: auto, qemu, firecracker, libkrun, or fake (test builds only: the `fake`
+    /// cargo feature).
     #[arg(long, env = "AEGIS_BACKEND", default_value = "auto")]
     backend: String,
     /// Address of the shared HTTP router port (apps by Host name); port 0 picks a free one.
@@ -32,7 +35,10 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let home = args.home.unwrap_or_else(aegisd::config::default_home);
+    let home = match &args.home {
+        Some(dir) => AegisHome::at(dir)?,
+        None => AegisHome::from_env()?,
+    };
     let mut config = aegisd::config::Config::new(home, &args.backend)?;
     config.router_addr = args.router_addr;
     let runtime = tokio::runtime::Builder::new_multi_thread()

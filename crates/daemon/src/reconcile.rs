@@ -37,7 +37,7 @@ pub async fn reconcile(config: &Config, registry: &Registry) -> anyhow::Result<(
         registry.delete_vm(&vm.id)?;
     }
     // Run directories without a record (crash between mkdir and insert).
-    if let Ok(entries) = std::fs::read_dir(config.run_dir()) {
+    if let Ok(entries) = std::fs::read_dir(config.home.run_dir()) {
         for e in entries.flatten() {
             remove_run_dir(config, &e.path());
         }
@@ -67,7 +67,8 @@ fn is_our_vmm(pid: u32, id: &str) -> bool {
 
 fn remove_run_dir(config: &Config, dir: &Path) {
     // Only ever delete inside our own run directory.
-    if dir.starts_with(config.run_dir()) && dir != config.run_dir() {
+    let run_dir = config.home.run_dir();
+    if dir.starts_with(&run_dir) && dir != run_dir {
         if let Err(e) = std::fs::remove_dir_all(dir) {
             if e.kind() != std::io::ErrorKind::NotFound {
                 tracing::warn!(dir = %dir.display(), error = %e, "cannot remove run directory");

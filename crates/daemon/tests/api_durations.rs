@@ -28,7 +28,7 @@ async fn serve() -> Served {
         layers: vec!["/dev/null".into()],
     };
     let guest = GuestAssets::fixed(&config, assets);
-    let socket = config.socket();
+    let socket = config.home.socket();
     let daemon = Daemon::start_with(config, Arc::new(FakeBackend::new()), guest)
         .await
         .unwrap();

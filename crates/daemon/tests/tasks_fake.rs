@@ -152,7 +152,7 @@ async fn the_timeout_bounds_the_artifact_copy() {
     let t = f.daemon.tasks.create(&f.daemon, r).await.unwrap();
     let root = loop {
         if let [vm] = f.fake.running().as_slice() {
-            let root = f.daemon.config.run_dir().join(vm).join("root");
+            let root = f.daemon.config.home.run_dir().join(vm).join("root");
             if root.join("ready").exists() {
                 // From now on the guest ignores the host: it reports its exit, but the
                 // request for the artifacts is never heard, so the copy outlasts the timeout.
@@ -322,7 +322,7 @@ async fn a_failed_boot_fails_the_task_and_leaves_nothing() {
     let (_, _, end) = follow(&f.daemon, &t.id, (0, 0)).await;
     assert_eq!(end.state, TaskState::Failed);
     assert!(end.error.unwrap().contains("cannot boot"));
-    let run = std::fs::read_dir(f.daemon.config.run_dir())
+    let run = std::fs::read_dir(f.daemon.config.home.run_dir())
         .unwrap()
         .count();
     assert_eq!(run, 0, "run directory removed");

@@ -18,12 +18,13 @@ use std::collections::HashMap;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use aegis_proto::session::{RecvHalf, SendHalf};
 use aegis_proto::{ExitStatus, GuestMessage, ProcId, Session, SpawnError, StreamId};
 use bytes::BytesMut;
+use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
 use tokio::sync::{mpsc, watch, Notify};
@@ -57,13 +58,9 @@ pub(crate) struct Processes {
     current: Mutex<Option<Session>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl Processes {
     pub(crate) fn pid(&self, id: ProcId) -> Option<libc::pid_t> {
-        lock(&self.table).get(&id).map(|e| e.pid)
+        self.table.lock().get(&id).map(|e| e.pid)
     }
 
     /// Sends the further output of process `id` on streams `stdout` and `stderr` of
@@ -75,7 +72,7 @@ impl Processes {
         stdout: StreamId,
         stderr: StreamId,
     ) -> Result<(), String> {
-        let table = lock(&self.table);
+        let table = self.table.lock();
         let entry = table
             .get(&id)
             .ok_or_else(|| format!("no running process has id {id}"))?;
@@ -89,7 +86,7 @@ impl Processes {
 
     /// Records the session being served (or none between sessions).
     pub(crate) fn set_current(&self, session: Option<Session>) {
-        *lock(&self.current) = session;
+        *self.current.lock() = session;
     }
 
     /// Where to report an exit: the process's own session if it is still open, else the
@@ -98,15 +95,15 @@ impl Processes {
         if !own.is_closed() {
             return Some(own.clone());
         }
-        lock(&self.current).clone().filter(|s| !s.is_closed())
+        self.current.lock().clone().filter(|s| !s.is_closed())
     }
 
     pub(crate) fn pids(&self) -> Vec<libc::pid_t> {
-        lock(&self.table).values().map(|e| e.pid).collect()
+        self.table.lock().values().map(|e| e.pid).collect()
     }
 
     fn remove(&self, id: ProcId) {
-        lock(&self.table).remove(&id);
+        self.table.lock().remove(&id);
         self.changed.notify_waiters();
     }
 
@@ -121,7 +118,7 @@ impl Processes {
     pub(crate) async fn all_gone(&self) {
         loop {
             let notified = self.changed.notified();
-            if lock(&self.table).is_empty() {
+            if self.table.lock().is_empty() {
                 return;
             }
             notified.await;
@@ -164,7 +161,7 @@ pub(crate) async fn start(
         mut command,
         program,
     } = prepared;
-    if lock(&procs.table).contains_key(&id) {
+    if procs.table.lock().contains_key(&id) {
         return Err(SpawnError {
             kind: aegis_proto::SpawnErrorKind::Invalid,
             message: format!("cannot run `{program}`: process id {id} is already in use"),
@@ -217,7 +214,7 @@ pub(crate) async fn start(
         routes.push(tx);
         Some(rx)
     };
-    lock(&procs.table).insert(id, Entry { pid, routes });
+    procs.table.lock().insert(id, Entry { pid, routes });
 
     let open = |fd: OwnedFd| pipe::Receiver::from_owned_fd(fd);
     let out_rx = open(out_r);

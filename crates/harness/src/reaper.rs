@@ -17,10 +17,11 @@
 use std::collections::HashMap;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use aegis_proto::ExitStatus;
+use parking_lot::Mutex;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::oneshot;
 
@@ -31,11 +32,6 @@ pub(crate) struct Reaper {
     pid1: bool,
     waiters: Mutex<HashMap<libc::pid_t, oneshot::Sender<ExitStatus>>>,
     started: AtomicBool,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // The critical sections leave the map consistent even if a panic interrupts them.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Reaper {
@@ -60,7 +56,7 @@ impl Reaper {
         &self,
         spawn: impl FnOnce() -> io::Result<(T, libc::pid_t)>,
     ) -> io::Result<(T, oneshot::Receiver<ExitStatus>)> {
-        let mut waiters = lock(&self.waiters);
+        let mut waiters = self.waiters.lock();
         let (value, pid) = spawn()?;
         let (tx, rx) = oneshot::channel();
         waiters.insert(pid, tx);
@@ -73,7 +69,7 @@ impl Reaper {
 
     /// Reaps whatever has exited.
     pub(crate) fn reap(&self) {
-        let mut waiters = lock(&self.waiters);
+        let mut waiters = self.waiters.lock();
         if self.pid1 {
             loop {
                 let mut status = 0;

@@ -17,10 +17,11 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 
@@ -71,10 +72,6 @@ pub(crate) fn wrap_boxed(io: BoxedChannel) -> (SessionIo, IoControl) {
     )
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 fn revoked() -> io::Error {
     io::Error::new(io::ErrorKind::BrokenPipe, "the session has ended")
 }
@@ -85,12 +82,12 @@ impl AsyncRead for SessionIo {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let mut io = lock(&self.shared.io);
+        let mut io = self.shared.io.lock();
         match io.as_mut() {
             Some(io) => {
                 let r = io.as_mut().poll_read(cx, buf);
                 if r.is_pending() {
-                    *lock(&self.shared.reader) = Some(cx.waker().clone());
+                    *self.shared.reader.lock() = Some(cx.waker().clone());
                 }
                 r
             }
@@ -105,7 +102,7 @@ impl AsyncWrite for SessionIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let mut io = lock(&self.shared.io);
+        let mut io = self.shared.io.lock();
         let Some(io) = io.as_mut() else {
             return Poll::Ready(Err(revoked()));
         };
@@ -114,7 +111,7 @@ impl AsyncWrite for SessionIo {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let mut io = lock(&self.shared.io);
+        let mut io = self.shared.io.lock();
         let Some(io) = io.as_mut() else {
             return Poll::Ready(Err(revoked()));
         };
@@ -128,7 +125,7 @@ impl AsyncWrite for SessionIo {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match lock(&self.shared.io).as_mut() {
+        match self.shared.io.lock().as_mut() {
             Some(io) => io.as_mut().poll_shutdown(cx),
             None => Poll::Ready(Ok(())),
         }
@@ -168,8 +165,8 @@ impl IoControl {
     /// Cuts the session off the channel and returns the channel: the session's reader sees
     /// EOF (bytes it had buffered are lost), its writer fails.
     pub(crate) fn take(&self) -> Option<BoxedChannel> {
-        let io = lock(&self.shared.io).take();
-        if let Some(waker) = lock(&self.shared.reader).take() {
+        let io = self.shared.io.lock().take();
+        if let Some(waker) = self.shared.reader.lock().take() {
             waker.wake();
         }
         io

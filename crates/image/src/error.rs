@@ -174,10 +174,6 @@ pub enum ImageError {
         /// Why it is rejected.
         reason: &'static str,
     },
-
-    /// No home directory to put the Aegis cache in.
-    #[error("Cannot find the Aegis home: neither AEGIS_HOME nor HOME is set")]
-    NoHome,
 }
 
 impl ImageError {

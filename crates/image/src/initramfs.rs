@@ -74,13 +74,13 @@ fn write_archive(harness: &[u8], out: &Path) -> Result<()> {
 pub fn ensure_initramfs(layout: &Layout, harness_binary: &Path) -> Result<PathBuf> {
     let harness = read_harness(harness_binary)?;
     let out = layout
-        .initramfs_dir()
+        .initramfs_cache_dir()
         .join(initramfs_hash(&harness))
         .join(FILE_NAME);
     if out.is_file() {
         return Ok(out);
     }
-    let _lock = DirLock::acquire(&layout.initramfs_dir(), || {})?;
+    let _lock = DirLock::acquire(&layout.initramfs_cache_dir(), || {})?;
     if !out.is_file() {
         write_archive(&harness, &out)?;
     }
@@ -129,7 +129,7 @@ mod tests {
         let harness = dir.path().join("harness");
         fs::write(&harness, b"v1").unwrap();
         let a = ensure_initramfs(&layout, &harness).unwrap();
-        assert!(a.starts_with(layout.initramfs_dir()));
+        assert!(a.starts_with(layout.initramfs_cache_dir()));
         assert_eq!(ensure_initramfs(&layout, &harness).unwrap(), a);
         fs::write(&harness, b"v2").unwrap();
         let b = ensure_initramfs(&layout, &harness).unwrap();

@@ -126,7 +126,10 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 
 /// Where the kernel for the current config hash is (or will be) cached.
 pub fn kernel_cache_path(layout: &Layout) -> PathBuf {
-    layout.kernel_dir().join(kernel_config_hash()).join(VMLINUX)
+    layout
+        .kernel_cache_dir()
+        .join(kernel_config_hash())
+        .join(VMLINUX)
 }
 
 /// The kernel to boot: `$AEGIS_KERNEL` if set (and it exists), else the cached kernel for
@@ -162,7 +165,7 @@ pub fn kernel_path(layout: &Layout) -> Result<PathBuf> {
 
 fn find_same_recipe(layout: &Layout) -> Option<PathBuf> {
     let want = build_info_key();
-    let mut found: Vec<(std::time::SystemTime, PathBuf)> = fs::read_dir(layout.kernel_dir())
+    let mut found: Vec<(std::time::SystemTime, PathBuf)> = fs::read_dir(layout.kernel_cache_dir())
         .ok()?
         .flatten()
         .filter_map(|entry| {
@@ -197,7 +200,7 @@ const KERNEL_TOOLS: [Tool; 7] = [
 /// return the path of its `vmlinux`. Takes ~8 minutes on 2 cores and ~1.5 GB of temporary
 /// disk under the cache (removed afterwards).
 pub fn build_kernel(layout: &Layout, progress: &dyn Progress) -> Result<PathBuf> {
-    let kernel_dir = layout.kernel_dir();
+    let kernel_dir = layout.kernel_cache_dir();
     let _lock = DirLock::acquire(&kernel_dir, || {
         progress.set_message("Waiting for another kernel build to finish")
     })?;

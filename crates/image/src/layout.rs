@@ -1,14 +1,16 @@
 //! Where guest artefacts live on the host.
 
-use std::env;
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::io::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use aegis_api::AegisHome;
 
 use crate::error::{ImageError, IoContext, Result};
 
-/// The Aegis home directory, as far as guest artefacts are concerned.
+/// The Aegis home, through which every function of this crate finds the guest-artefact cache
+/// ([`AegisHome::cache_dir`] and below):
 ///
 /// ```text
 /// <home>/cache/kernel/<hash>/vmlinux              guest kernel for config hash <hash>
@@ -16,60 +18,10 @@ use crate::error::{ImageError, IoContext, Result};
 /// <home>/cache/images/<name>/recipe.sha256        recipe hash the image was built from
 /// <home>/cache/initramfs/<hash>/initramfs.cpio    harness initramfs for harness hash <hash>
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Layout {
-    root: PathBuf,
-}
-
-impl Layout {
-    /// The layout under `aegis_home` (nothing is created yet).
-    pub fn new(aegis_home: &Path) -> Self {
-        Layout {
-            root: aegis_home.to_path_buf(),
-        }
-    }
-
-    /// The layout under `$AEGIS_HOME`, or `~/.aegis` when it is not set.
-    pub fn from_env() -> Result<Self> {
-        default_home().map(|home| Layout::new(&home))
-    }
-
-    /// The Aegis home directory.
-    pub fn home(&self) -> &Path {
-        &self.root
-    }
-
-    /// `<home>/cache`.
-    pub fn cache_dir(&self) -> PathBuf {
-        self.root.join("cache")
-    }
-
-    /// `<home>/cache/kernel`.
-    pub fn kernel_dir(&self) -> PathBuf {
-        self.cache_dir().join("kernel")
-    }
-
-    /// `<home>/cache/images`.
-    pub fn images_dir(&self) -> PathBuf {
-        self.cache_dir().join("images")
-    }
-
-    /// `<home>/cache/initramfs`.
-    pub fn initramfs_dir(&self) -> PathBuf {
-        self.cache_dir().join("initramfs")
-    }
-}
-
-/// `$AEGIS_HOME`, or `$HOME/.aegis`.
-pub fn default_home() -> Result<PathBuf> {
-    if let Some(home) = env::var_os("AEGIS_HOME").filter(|v| !v.is_empty()) {
-        return Ok(PathBuf::from(home));
-    }
-    env::var_os("HOME")
-        .filter(|v| !v.is_empty())
-        .map(|h| PathBuf::from(h).join(".aegis"))
-        .ok_or(ImageError::NoHome)
-}
+///
+/// The name is kept for this crate's callers; the layout itself is defined once, in
+/// `aegis-api`.
+pub type Layout = AegisHome;
 
 pub(crate) fn create_dir_all(path: &Path) -> Result<()> {
     fs::create_dir_all(path).ctx("create directory", path)
@@ -131,15 +83,6 @@ pub(crate) fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cache_paths_hang_off_the_home() {
-        let l = Layout::new(Path::new("/h"));
-        assert_eq!(l.home(), Path::new("/h"));
-        assert_eq!(l.kernel_dir(), Path::new("/h/cache/kernel"));
-        assert_eq!(l.images_dir(), Path::new("/h/cache/images"));
-        assert_eq!(l.initramfs_dir(), Path::new("/h/cache/initramfs"));
-    }
 
     #[test]
     fn write_atomic_replaces_content() {

@@ -34,5 +34,5 @@ pub use kernel::{
     KERNEL_SOURCE_ENV,
 };
 pub use layer_disk::{build_layer_disk, layer_disk_name, LayerDiskKind};
-pub use layout::{default_home, Layout};
+pub use layout::Layout;
 pub use progress::{NoProgress, Progress};

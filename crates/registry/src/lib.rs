@@ -13,8 +13,8 @@ mod vms;
 mod workspaces;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
 
+use parking_lot::{Mutex, MutexGuard};
 use rusqlite::Connection;
 
 pub use apps::{AppRecord, NewRelease};
@@ -85,6 +85,6 @@ impl Registry {
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+        self.conn.lock()
     }
 }

@@ -6,9 +6,10 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use futures::stream::{FuturesUnordered, StreamExt};
+use parking_lot::Mutex;
 
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
@@ -114,7 +115,7 @@ impl ConnCtx {
 
     /// Drops the cached upstream connections (the client connection ended).
     pub(crate) fn release_upstream(&self) {
-        lock(&self.h1).take();
+        self.h1.lock().take();
     }
 
     /// Reports traffic, at most about once a second per connection.
@@ -163,7 +164,7 @@ impl ConnCtx {
             let cached = if force_new {
                 None
             } else {
-                lock(&self.h1).take().filter(|s| !s.is_closed())
+                self.h1.lock().take().filter(|s| !s.is_closed())
             };
             let fresh = cached.is_none();
             let mut sender = match cached {
@@ -180,7 +181,7 @@ impl ConnCtx {
             }
             match sender.try_send_request(req).await {
                 Ok(resp) => {
-                    *lock(&self.h1) = Some(sender);
+                    *self.h1.lock() = Some(sender);
                     return Ok(resp);
                 }
                 Err(mut e) => match e.take_message() {
@@ -249,8 +250,4 @@ impl ConnCtx {
             }
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -2,7 +2,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
@@ -10,6 +10,7 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use parking_lot::Mutex;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -74,7 +75,7 @@ pub(crate) async fn serve_connection(
     };
     let result = driver
         .run(main, || {
-            for ctx in state.ctxs.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            for ctx in state.ctxs.lock().iter() {
                 ctx.release_upstream();
             }
         })
@@ -113,7 +114,7 @@ impl SharedConn {
     /// This connection's context for `target`, created (and its activity guard taken) on
     /// the first request for it.
     fn ctx_for(&self, target: Target) -> Arc<ConnCtx> {
-        let mut ctxs = self.ctxs.lock().unwrap_or_else(|p| p.into_inner());
+        let mut ctxs = self.ctxs.lock();
         if let Some(ctx) = ctxs.iter().find(|c| c.target.same_as(&target)) {
             return ctx.clone();
         }

@@ -4,9 +4,10 @@
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use futures::FutureExt;
+use parking_lot::Mutex;
 use tokio::runtime::Handle;
 use tokio::sync::watch;
 
@@ -36,10 +37,6 @@ impl Default for WakeGate {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl WakeGate {
     pub fn new() -> Self {
         Self::default()
@@ -53,7 +50,7 @@ impl WakeGate {
         Fut: Future<Output = Result<(), WakeError>> + Send + 'static,
     {
         let (mut rx, leader) = {
-            let mut slot = lock(&self.in_flight);
+            let mut slot = self.in_flight.lock();
             // A sender dropped without a result (panic in `wake()`, runtime gone) leaves a
             // dead entry: start afresh.
             match slot.as_ref().filter(|rx| rx.has_changed().is_ok()) {
@@ -75,7 +72,7 @@ impl WakeGate {
                     .catch_unwind()
                     .await
                     .unwrap_or_else(|_| Err(WakeError::failed("the wake panicked")));
-                let mut slot = lock(&slot);
+                let mut slot = slot.lock();
                 if slot.as_ref().is_some_and(|rx| rx.same_channel(&mine)) {
                     *slot = None;
                 }
@@ -97,7 +94,8 @@ impl WakeGate {
 
     /// Whether a wake is in flight.
     pub fn is_waking(&self) -> bool {
-        lock(&self.in_flight)
+        self.in_flight
+            .lock()
             .as_ref()
             .is_some_and(|rx| rx.has_changed().is_ok())
     }
@@ -190,15 +188,15 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        let ran_on = Arc::new(Mutex::new(None));
+        let ran_on = Arc::new(Mutex::new(None::<String>));
         let r = ran_on.clone();
         caller
             .block_on(gate.run(|| async move {
-                *r.lock().unwrap() = std::thread::current().name().map(str::to_owned);
+                *r.lock() = std::thread::current().name().map(str::to_owned);
                 Ok(())
             }))
             .unwrap();
-        assert_eq!(ran_on.lock().unwrap().as_deref(), Some("home"));
+        assert_eq!(ran_on.lock().as_deref(), Some("home"));
     }
 
     #[tokio::test]

@@ -31,6 +31,9 @@ pub enum VmExit {
 pub enum VmmError {
     #[error("{what} is not available on this host: {why}")]
     Unavailable { what: String, why: String },
+    /// A backend this binary was built without (the fake backend outside test builds).
+    #[error("the {backend} backend is not in this build: {why}")]
+    NotInBuild { backend: BackendKind, why: String },
     #[error("the {backend} backend cannot {operation}")]
     Unsupported {
         backend: BackendKind,

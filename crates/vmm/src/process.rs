@@ -18,8 +18,9 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc as std_mpsc, Mutex, OnceLock};
+use std::sync::{mpsc as std_mpsc, OnceLock};
 
+use parking_lot::Mutex;
 use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -143,7 +144,6 @@ impl VmmProcess {
         };
         spawner()
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .send(request)
             .map_err(|_| spawn_error(io::Error::other("the VMM spawner thread is gone")))?;
         let mut child = reply_rx

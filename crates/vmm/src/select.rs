@@ -17,7 +17,6 @@ use serde::Serialize;
 
 use crate::backend::{Backend, VmmError};
 use crate::capabilities::BackendKind;
-use crate::fake::FakeBackend;
 use crate::host::{HostReport, KvmStatus, ToolStatus};
 use crate::qemu::{Accel, QemuBackend, QemuConfig};
 
@@ -127,7 +126,10 @@ pub fn select(
         BackendChoice::Libkrun => BackendKind::Libkrun,
         BackendChoice::Fake => BackendKind::Fake,
     };
-    build(kind, report, opts).map_err(|why| unavailable(kind, why))
+    build(kind, report, opts).map_err(|why| match kind {
+        BackendKind::Fake => VmmError::NotInBuild { backend: kind, why },
+        _ => unavailable(kind, why),
+    })
 }
 
 /// Every real backend, in `auto` order, with whether it can run here and why.
@@ -167,8 +169,24 @@ fn build(
         BackendKind::Qemu => qemu(report, opts),
         BackendKind::Firecracker => firecracker(report, opts),
         BackendKind::Libkrun => libkrun(report),
-        BackendKind::Fake => Ok(Arc::new(FakeBackend::new())),
+        BackendKind::Fake => fake(),
     }
+}
+
+#[cfg(any(test, feature = "fake"))]
+fn fake() -> Result<Arc<dyn Backend>, String> {
+    Ok(Arc::new(crate::fake::FakeBackend::new()))
+}
+
+/// Release builds leave the fake backend out: it runs guest commands on the host.
+#[cfg(not(any(test, feature = "fake")))]
+fn fake() -> Result<Arc<dyn Backend>, String> {
+    Err(
+        "it needs the `fake` cargo feature, which release builds leave out because it runs \
+         guest commands as host processes with no isolation; use a test build of aegisd \
+         (`scripts/build.sh` without --release, or `cargo build -p aegisd --features fake`)"
+            .into(),
+    )
 }
 
 /// Why stock guest kernels cannot run under KVM here, or `None` if they can.
@@ -231,7 +249,7 @@ fn qemu(report: &HostReport, opts: &BackendOptions) -> Result<Arc<dyn Backend>, 
         accel,
         tsc_khz: report.tsc_khz,
         max_vcpus: report.cores,
-        virtiofsd: crate::qemu::virtiofsd::find(),
+        virtiofsd: report.virtiofsd.path().map(std::path::Path::to_path_buf),
     })))
 }
 
@@ -290,6 +308,9 @@ mod tests {
                 ToolStatus::NotFound {
                     searched: "PATH".into(),
                 }
+            },
+            virtiofsd: ToolStatus::NotFound {
+                searched: "nowhere".into(),
             },
             tsc_khz: Some(2_445_432),
             cores: 2,
@@ -394,7 +415,7 @@ mod tests {
     }
 
     #[test]
-    fn fake_is_always_available() {
+    fn fake_is_available_in_test_builds() {
         let mut r = report(KvmStatus::Absent, false);
         r.qemu = ToolStatus::NotFound {
             searched: "PATH".into(),

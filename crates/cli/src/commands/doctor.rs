@@ -96,11 +96,10 @@ impl Check {
 }
 
 pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<i32> {
-    let layout = Layout::new(ctx.home());
+    let layout = ctx.home();
     let mut checks = host_checks();
-    checks.push(virtiofsd_check());
-    checks.push(kernel_check(&layout));
-    checks.extend(image_checks(&layout));
+    checks.push(kernel_check(layout));
+    checks.extend(image_checks(layout));
     let aegisd = daemon::find_executable("aegisd", "AEGIS_DAEMON");
     checks.push(harness_check(aegisd.as_ref().ok()));
     checks.push(match &aegisd {
@@ -113,7 +112,7 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<i32> {
              set AEGIS_DAEMON to its path",
         ),
     });
-    checks.push(disk_check(ctx.home()));
+    checks.push(disk_check(ctx.home().root()));
     checks.push(socket_check(ctx.client().socket()));
     checks.push(daemon_check(ctx).await);
 
@@ -160,14 +159,16 @@ fn text_report(checks: &[Check]) -> String {
     out
 }
 
-/// KVM, QEMU, Firecracker, vsock, TSC, CPUs, memory: explained by the VMM crate's probe.
+/// KVM, QEMU, Firecracker, virtiofsd, vsock, TSC, CPUs, memory: explained by the VMM crate's
+/// probe.
 fn host_checks() -> Vec<Check> {
     let mut findings = host::probe().findings();
     // Keep the probe's topics in a stable, logical order rather than by severity.
-    const ORDER: [&str; 7] = [
+    const ORDER: [&str; 8] = [
         "kvm",
         "qemu",
         "firecracker",
+        "virtiofsd",
         "vsock",
         "tsc",
         "cpu",
@@ -193,23 +194,6 @@ fn host_checks() -> Vec<Check> {
             fix: f.fix,
         })
         .collect()
-}
-
-/// virtiofsd serves workspaces (`run --workspace`) to QEMU guests; without it everything
-/// else works.
-fn virtiofsd_check() -> Check {
-    match aegis_vmm::qemu::virtiofsd::find() {
-        Some(path) => Check::ok("virtiofsd", path.display().to_string()),
-        None => Check::problem(
-            "virtiofsd",
-            Verdict::Warn,
-            format!(
-                "not found (looked for {}): workspaces (`aegis run --workspace`) are unavailable",
-                aegis_vmm::qemu::virtiofsd::CANDIDATES.join(", ")
-            ),
-            "install qemu-system-common (Debian/Ubuntu; scripts/deps.sh does)",
-        ),
-    }
 }
 
 fn kernel_check(layout: &Layout) -> Check {
@@ -465,7 +449,7 @@ async fn daemon_check(ctx: &Context) -> Check {
             format!("not reachable: {e}"),
             format!(
                 "see {} and restart it (`aegis down; aegis up`)",
-                ctx.daemon_log().display()
+                ctx.home().log_file().display()
             ),
         ),
     }

@@ -35,7 +35,7 @@ pub async fn run(ctx: &Context, _args: Args) -> anyhow::Result<i32> {
     let pid = i32::try_from(status.pid)
         .ok()
         .filter(|&p| p > 0)
-        .or_else(|| daemon::read_pid(&ctx.pid_file()))
+        .or_else(|| daemon::read_pid(&ctx.home().pid_file()))
         .unwrap_or(0);
     match client.shutdown().await {
         Ok(()) => {}
@@ -59,7 +59,7 @@ pub async fn run(ctx: &Context, _args: Args) -> anyhow::Result<i32> {
     anyhow::bail!(
         "aegisd (pid {pid}) is still running after a shutdown request and SIGTERM; see {} and \
          stop it with `kill -9 {pid}`",
-        ctx.daemon_log().display()
+        ctx.home().log_file().display()
     )
 }
 

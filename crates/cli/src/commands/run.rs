@@ -337,24 +337,22 @@ fn outcome(task: &Task) -> (Option<String>, i32) {
     }
 }
 
-/// Pulls an OCI image that is not pulled yet, as `docker run` does (built-in images are the
-/// daemon's business).
+/// Pulls an OCI image that is not pulled yet, as `docker run` does. Which names are built-in
+/// images is the daemon's to say: one that is not built yet is refused by the daemon itself,
+/// with the way to build it.
 async fn ensure_image(client: &Client, image: &str) -> anyhow::Result<()> {
-    if aegis_image::BaseImage::from_name(image).is_ok() {
-        return Ok(());
-    }
     match client.get_image(image).await {
         Ok(_) => Ok(()),
         Err(e) if e.is_not_found() => {
+            let builtin = client.status().await?.builtin_images;
+            if builtin.iter().any(|b| b == image) {
+                return Ok(());
+            }
             eprintln!("aegis: image {image} is not pulled yet; pulling it");
             crate::commands::image::pull(client, image)
                 .await
                 .map(drop)
                 .map_err(|e| {
-                    let builtin: Vec<&str> = aegis_image::BaseImage::ALL
-                        .iter()
-                        .map(|b| b.name())
-                        .collect();
                     anyhow::anyhow!(
                         "{e}. If you meant a built-in image, they are: {} (see `aegis image ls`)",
                         builtin.join(", ")

@@ -48,9 +48,9 @@ fn parse_image(s: &str) -> Result<BaseImage, String> {
 }
 
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<i32> {
-    let layout = Layout::new(ctx.home());
+    let layout = ctx.home();
     if !args.images_only {
-        kernel(&layout)?;
+        kernel(layout)?;
     }
     if !args.kernel_only {
         let mut images = if args.images.is_empty() {
@@ -60,7 +60,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<i32> {
         };
         images.dedup();
         for image in images {
-            build_image(&layout, image)?;
+            build_image(layout, image)?;
         }
     }
     println!("setup complete; start the daemon with `aegis up`");

@@ -31,7 +31,7 @@ Examples:
   aegis up
   aegis up --backend qemu
   aegis up --router-addr 127.0.0.1:8080
-  AEGIS_HOME=/tmp/aegis-test aegis up --backend fake";
+  AEGIS_HOME=/tmp/aegis-test aegis up --backend fake   (test builds of aegisd only)";
 
 /// Start the Aegis daemon (aegisd) in the background.
 #[derive(Debug, clap::Args)]
@@ -104,7 +104,7 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<i32> {
         .mode(0o700)
         .create(home)
         .with_context(|| format!("cannot create the Aegis home {}", home.display()))?;
-    let log_path = ctx.daemon_log();
+    let log_path = ctx.home().log_file();
     let log = OpenOptions::new()
         .create(true)
         .append(true)
@@ -114,7 +114,7 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<i32> {
     let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
 
     let mut command = Command::new(&program);
-    command.arg("--home").arg(home);
+    command.arg("--home").arg(home.root());
     if let Some(backend) = &args.backend {
         command.arg("--backend").arg(backend);
     }

@@ -21,7 +21,7 @@ pub async fn status(State(d): State<Arc<Daemon>>) -> Json<Status> {
             virtio_fs: caps.virtio_fs,
             accelerator: caps.accelerator,
         },
-        home: d.config.home.display().to_string(),
+        home: d.config.home.root().display().to_string(),
         tasks_running: d.tasks.running() as u32,
         router_addr: d
             .router_addr
@@ -29,6 +29,10 @@ pub async fn status(State(d): State<Arc<Daemon>>) -> Json<Status> {
             .map(|a| a.to_string())
             .unwrap_or_default(),
         instances: d.instances.list().len() as u32,
+        builtin_images: aegis_image::BaseImage::ALL
+            .iter()
+            .map(|b| b.name().to_string())
+            .collect(),
     })
 }
 

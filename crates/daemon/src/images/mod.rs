@@ -11,10 +11,10 @@ mod config;
 pub mod pull;
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use aegis_api::{ApiError, ErrorCode, ImageInfo, ImageKind};
+use aegis_api::{AegisHome, ApiError, ErrorCode, ImageInfo, ImageKind};
 use aegis_image::LayerDiskKind;
 use aegis_oci::{Image, LayerRecord, Store};
 use sha2::{Digest, Sha256};
@@ -22,7 +22,6 @@ use sha2::{Digest, Sha256};
 use crate::api::internal;
 use crate::daemon::Daemon;
 use crate::guest::{BootAssets, GuestAssets};
-use crate::sync::lock;
 
 pub use config::{apply_config, apply_config_to, ProcessDefaults};
 
@@ -48,7 +47,7 @@ pub struct Images {
     /// Disk builds are CPU- and disk-bound: at most one per host core at a time.
     build_slots: tokio::sync::Semaphore,
     /// One lock per disk being made, so that two requests for the same layer build it once.
-    building: std::sync::Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
+    building: parking_lot::Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// How the disks of an image's layers are laid out.
@@ -100,9 +99,9 @@ pub fn store_error(e: aegis_oci::Error) -> ApiError {
 }
 
 impl Images {
-    pub fn open(home: &Path) -> anyhow::Result<Images> {
-        let store = Store::open(home.join("images"))?;
-        let disks = home.join("layers");
+    pub fn open(home: &AegisHome) -> anyhow::Result<Images> {
+        let store = Store::open(home.image_store_dir())?;
+        let disks = home.layer_disks_dir();
         crate::daemon::create_private_dir(&disks)?;
         Ok(Images {
             store,
@@ -111,7 +110,7 @@ impl Images {
             build_slots: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(1, |n| n.get()),
             ),
-            building: std::sync::Mutex::new(HashMap::new()),
+            building: parking_lot::Mutex::new(HashMap::new()),
         })
     }
 
@@ -157,7 +156,9 @@ impl Images {
         if path.is_file() {
             return Ok(path);
         }
-        let same_disk = lock(&self.building)
+        let same_disk = self
+            .building
+            .lock()
             .entry(path.clone())
             .or_default()
             .clone();
@@ -180,7 +181,7 @@ impl Images {
             })
             .await
             .map_err(|e| internal(format!("layer disk build panicked: {e}")))?;
-            lock(&self.building).remove(&path);
+            self.building.lock().remove(&path);
             let size = built.map_err(|e| {
                 ApiError::new(
                     ErrorCode::Internal,

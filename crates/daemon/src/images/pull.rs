@@ -1,15 +1,15 @@
 //! `POST /v1/images/pull`: pull into the store, make the layer disks, and stream progress as
 //! NDJSON [`PullEvent`]s.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aegis_api::{PullEvent, PullImage};
 use bytes::Bytes;
+use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
 use crate::daemon::Daemon;
-use crate::sync::lock;
 
 /// Progress lines are sent at most this often (plus on every change of message).
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
@@ -36,7 +36,7 @@ struct State {
 
 impl StreamProgress {
     fn emit(&self, force: bool) {
-        let mut s = lock(&self.state);
+        let mut s = self.state.lock();
         if !force && s.last_sent.is_some_and(|t| t.elapsed() < PROGRESS_INTERVAL) {
             return;
         }
@@ -52,17 +52,17 @@ impl StreamProgress {
 impl aegis_oci::Progress for StreamProgress {
     fn set_message(&self, message: &str) {
         {
-            let mut s = lock(&self.state);
+            let mut s = self.state.lock();
             s.message = message.to_string();
         }
         self.emit(true);
     }
     fn set_length(&self, length: u64) {
-        lock(&self.state).total = Some(length);
+        self.state.lock().total = Some(length);
         self.emit(true);
     }
     fn inc(&self, delta: u64) {
-        lock(&self.state).done += delta;
+        self.state.lock().done += delta;
         self.emit(false);
     }
     fn finish(&self) {

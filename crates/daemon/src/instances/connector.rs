@@ -2,13 +2,13 @@
 //! routes the guest's `Connected`/`ConnectFailed` answers to whoever is waiting for them.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use aegis_proto::{GuestMessage, HostMessage, Session, Stream, StreamId};
 use tokio::sync::{mpsc, oneshot};
-
-use crate::sync::lock;
 
 type Pending = Mutex<HashMap<StreamId, oneshot::Sender<Result<(), String>>>>;
 
@@ -40,12 +40,12 @@ impl Connector {
             while let Some(ev) = events.recv().await {
                 match ev {
                     GuestMessage::Connected { stream } => {
-                        if let Some(tx) = lock(&p).remove(&stream) {
+                        if let Some(tx) = p.lock().remove(&stream) {
                             let _ = tx.send(Ok(()));
                         }
                     }
                     GuestMessage::ConnectFailed { stream, error } => {
-                        if let Some(tx) = lock(&p).remove(&stream) {
+                        if let Some(tx) = p.lock().remove(&stream) {
                             let _ = tx.send(Err(error));
                         }
                     }
@@ -56,7 +56,7 @@ impl Connector {
                 }
             }
             // Session gone: everyone waiting fails now rather than at their timeout.
-            lock(&p).clear();
+            p.lock().clear();
         });
         Arc::new(Connector { session, pending })
     }
@@ -66,14 +66,14 @@ impl Connector {
         let stream = self.session.open_stream();
         let id = stream.id();
         let (tx, rx) = oneshot::channel();
-        lock(&self.pending).insert(id, tx);
+        self.pending.lock().insert(id, tx);
         if self
             .session
             .send(HostMessage::Connect { stream: id, port })
             .await
             .is_err()
         {
-            lock(&self.pending).remove(&id);
+            self.pending.lock().remove(&id);
             return Err(GuestConnectError::Closed);
         }
         match tokio::time::timeout(timeout, rx).await {
@@ -81,7 +81,7 @@ impl Connector {
             Ok(Ok(Err(reason))) => Err(GuestConnectError::Refused { port, reason }),
             Ok(Err(_)) => Err(GuestConnectError::Closed),
             Err(_) => {
-                lock(&self.pending).remove(&id);
+                self.pending.lock().remove(&id);
                 Err(GuestConnectError::Timeout {
                     port,
                     secs: timeout.as_secs(),

@@ -18,7 +18,6 @@ use super::connector::Connector;
 use super::error::{error_chain, PauseRefused, WakeFailure};
 use super::runtime::InstanceRuntime;
 use crate::daemon::Daemon;
-use crate::sync::lock;
 use crate::vm::{self, GuestVm};
 
 /// A VM that currently backs the instance.
@@ -75,7 +74,7 @@ impl InstanceRuntime {
         let daemon = self.daemon()?;
         // Published before anything else, so a stop arriving from here on cancels this wake.
         let cancel = self.shutdown.child_token();
-        *lock(&self.waking) = Some(cancel.clone());
+        *self.waking.lock() = Some(cancel.clone());
         let _boot = self.boot.lock().await;
         let result = match self.resume_or_clear(&daemon, &cancel).await {
             Some(resumed) => resumed,
@@ -84,7 +83,7 @@ impl InstanceRuntime {
                 self.install(&daemon, brought_up, &cancel).await
             }
         };
-        lock(&self.waking).take();
+        self.waking.lock().take();
         result
     }
 
@@ -107,7 +106,7 @@ impl InstanceRuntime {
                     match live.gvm.vm.resume().await {
                         Ok(()) => {
                             let _ = vm::send_clock(&live.gvm.session).await;
-                            lock(&self.stats).resumes += 1;
+                            self.stats.lock().resumes += 1;
                             // The wake is activity: the idle timer starts now, not at the
                             // connection that asked for it.
                             self.activity.touch();
@@ -125,7 +124,7 @@ impl InstanceRuntime {
             }
         }
         // No usable VM: tear down whatever is left and bring up a new one.
-        lock(&self.connector).take();
+        self.connector.lock().take();
         if let Some(old) = slot.take() {
             retire(daemon, old).await;
         }
@@ -151,8 +150,8 @@ impl InstanceRuntime {
         };
         match result {
             Ok(live) => {
-                *lock(&self.guest_kernel) = Some(live.gvm.kernel_release.clone());
-                *lock(&self.connector) = Some(live.connector.clone());
+                *self.guest_kernel.lock() = Some(live.gvm.kernel_release.clone());
+                *self.connector.lock() = Some(live.connector.clone());
                 self.watch_exit(&live);
                 *slot = Some(live);
                 self.activity.touch();
@@ -170,7 +169,7 @@ impl InstanceRuntime {
 
     /// Cancels the wake in flight, if any, and waits until its VM is gone.
     async fn cancel_wake(&self) {
-        let in_flight = lock(&self.waking).take();
+        let in_flight = self.waking.lock().take();
         if let Some(cancel) = in_flight {
             cancel.cancel();
             drop(self.boot.lock().await);
@@ -182,7 +181,7 @@ impl InstanceRuntime {
     /// one); the next connection boots the new release from its disk layers.
     pub async fn switch_release(&self, release: u32) {
         let slot = self.slot.lock().await;
-        *lock(&self.release) = Some(release);
+        *self.release.lock() = Some(release);
         self.drop_snapshot();
         drop(slot);
         self.terminate().await;
@@ -213,7 +212,7 @@ impl InstanceRuntime {
                 if let Some(old) = slot.take() {
                     retire(&daemon, old).await;
                 }
-                lock(&this.connector).take();
+                this.connector.lock().take();
                 this.set_state(InstanceState::Terminated);
             }
         });
@@ -222,7 +221,7 @@ impl InstanceRuntime {
     /// Pauses the VM if it runs (idle timer or `aegis pause`). A wake in flight is cancelled
     /// instead: there is nothing to pause yet, and the instance ends terminated.
     pub async fn pause(&self) -> Result<(), PauseRefused> {
-        if self.state() == InstanceState::Booting && lock(&self.waking).is_some() {
+        if self.state() == InstanceState::Booting && self.waking.lock().is_some() {
             self.terminate().await;
             return Ok(());
         }
@@ -244,7 +243,7 @@ impl InstanceRuntime {
         self.ready.store(false, Ordering::Release);
         match live.gvm.vm.pause().await {
             Ok(()) => {
-                lock(&self.stats).pauses += 1;
+                self.stats.lock().pauses += 1;
                 self.set_state(InstanceState::Paused);
                 Ok(())
             }
@@ -264,12 +263,12 @@ impl InstanceRuntime {
         self.cancel_wake().await;
         let mut slot = self.slot.lock().await;
         self.ready.store(false, Ordering::Release);
-        lock(&self.connector).take();
+        self.connector.lock().take();
         if let Some(live) = slot.take() {
             if let Some(daemon) = self.daemon.upgrade() {
                 retire(&daemon, live).await;
             }
-            lock(&self.stats).terminations += 1;
+            self.stats.lock().terminations += 1;
         }
         self.set_state(InstanceState::Terminated);
     }

@@ -18,7 +18,9 @@ mod wake;
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use aegis_api::{ApiError, CreateInstance, Endpoint, ErrorCode, Instance, PortProtocol};
@@ -29,7 +31,6 @@ use tokio::net::TcpListener;
 use crate::api::internal;
 use crate::daemon::Daemon;
 use crate::ids;
-use crate::sync::lock;
 use crate::tasks::output::{self, OutputLog};
 use crate::vm_request::{AsVmRequest, HostLimits};
 pub use error::{error_chain, PauseRefused, WakeFailure};
@@ -50,7 +51,7 @@ pub struct InstanceManager {
 
 impl InstanceManager {
     pub fn get(&self, key: &str) -> Result<Arc<InstanceRuntime>, ApiError> {
-        let all = lock(&self.instances);
+        let all = self.instances.lock();
         all.get(key)
             .or_else(|| all.values().find(|i| i.name == key))
             .cloned()
@@ -64,7 +65,7 @@ impl InstanceManager {
 
     /// The first instance for which `pred` holds.
     pub fn find(&self, pred: impl Fn(&InstanceRuntime) -> bool) -> Option<Arc<InstanceRuntime>> {
-        lock(&self.instances).values().find(|rt| pred(rt)).cloned()
+        self.instances.lock().values().find(|rt| pred(rt)).cloned()
     }
 
     /// The router upstream of instance `key` (id or name).
@@ -73,12 +74,12 @@ impl InstanceManager {
         key: &str,
     ) -> Option<(Arc<InstanceRuntime>, Arc<dyn aegis_router::Upstream>)> {
         let rt = self.get(key).ok()?;
-        let upstream = lock(&self.upstreams).get(&rt.id).cloned()?;
+        let upstream = self.upstreams.lock().get(&rt.id).cloned()?;
         Some((rt, upstream))
     }
 
     pub fn list(&self) -> Vec<Instance> {
-        let mut v: Vec<_> = lock(&self.instances).values().map(|i| i.view()).collect();
+        let mut v: Vec<_> = self.instances.lock().values().map(|i| i.view()).collect();
         v.sort_by(|a, b| (&a.created_at, &a.id).cmp(&(&b.created_at, &b.id)));
         v
     }
@@ -210,16 +211,16 @@ impl InstanceManager {
                 upstream.clone(),
                 rt.shutdown.clone(),
             ));
-            lock(&rt.listeners).push(handle);
+            rt.listeners.lock().push(handle);
         }
         tokio::spawn(rt.clone().idle_loop());
-        lock(&self.upstreams).insert(record.id.clone(), upstream);
-        lock(&self.instances).insert(record.id.clone(), rt.clone());
+        self.upstreams.lock().insert(record.id.clone(), upstream);
+        self.instances.lock().insert(record.id.clone(), rt.clone());
         Ok(rt)
     }
 
     fn open_log(&self, daemon: &Daemon, id: &str) -> Result<Arc<OutputLog>, ApiError> {
-        let dir = daemon.config.home.join("instances").join(id);
+        let dir = daemon.config.home.instance_dir(id);
         let log = OutputLog::create(&dir)
             .map_err(|e| internal(format!("cannot create {}: {e}", dir.display())))?;
         Ok(Arc::new(log))
@@ -266,7 +267,7 @@ impl InstanceManager {
     ) -> Result<Arc<InstanceRuntime>, ApiError> {
         let log = self.open_log(daemon, &record.id)?;
         let rt = InstanceRuntime::new(daemon, &record, log, Some(why));
-        lock(&self.instances).insert(record.id.clone(), rt.clone());
+        self.instances.lock().insert(record.id.clone(), rt.clone());
         Ok(rt)
     }
 
@@ -292,11 +293,11 @@ impl InstanceManager {
 
     pub async fn delete(&self, daemon: &Daemon, key: &str) -> Result<(), ApiError> {
         let rt = self.get(key)?;
-        lock(&self.instances).remove(&rt.id);
-        lock(&self.upstreams).remove(&rt.id);
+        self.instances.lock().remove(&rt.id);
+        self.upstreams.lock().remove(&rt.id);
         rt.shutdown.cancel();
         // Release the host ports before answering, so they can be reused at once.
-        let listeners: Vec<_> = lock(&rt.listeners).drain(..).collect();
+        let listeners: Vec<_> = rt.listeners.lock().drain(..).collect();
         let grace = aegis_router::SHUTDOWN_GRACE + Duration::from_secs(1);
         let _ = tokio::time::timeout(grace, futures::future::join_all(listeners)).await;
         rt.terminate().await;
@@ -310,7 +311,7 @@ impl InstanceManager {
         daemon
             .workspaces
             .release(rt.target.workspace.as_deref(), &rt.id);
-        let _ = std::fs::remove_dir_all(daemon.config.home.join("instances").join(&rt.id));
+        let _ = std::fs::remove_dir_all(daemon.config.home.instance_dir(&rt.id));
         Ok(())
     }
 
@@ -323,7 +324,7 @@ impl InstanceManager {
         offsets: (u64, u64),
     ) -> Result<tokio::sync::mpsc::Receiver<bytes::Bytes>, ApiError> {
         let rt = self.get(key)?;
-        let dir = daemon.config.home.join("instances").join(&rt.id);
+        let dir = daemon.config.home.instance_dir(&rt.id);
         // The feed ends when the instance is deleted (its log finishes) or the daemon stops.
         Ok(output::feed(
             dir,
@@ -337,8 +338,8 @@ impl InstanceManager {
 
     /// Stops every VM (daemon shutdown). Targets stay recorded and come back on restart.
     pub async fn shutdown(&self, grace: Duration) {
-        lock(&self.upstreams).clear();
-        let all: Vec<_> = lock(&self.instances).drain().map(|(_, v)| v).collect();
+        self.upstreams.lock().clear();
+        let all: Vec<_> = self.instances.lock().drain().map(|(_, v)| v).collect();
         let stops = all.into_iter().map(|rt| async move {
             rt.shutdown.cancel();
             rt.terminate().await;

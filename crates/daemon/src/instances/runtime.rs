@@ -3,7 +3,9 @@
 //! The transitions are in [`super::lifecycle`], bringing a VM up in [`super::wake`].
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use aegis_api::{CreateInstance, Endpoint, Instance, InstanceState, WakeStats};
@@ -16,7 +18,6 @@ use super::connector::Connector;
 use super::lifecycle::Live;
 use super::snapshot_cache::CachedSnapshot;
 use crate::daemon::Daemon;
-use crate::sync::lock;
 use crate::tasks::output::OutputLog;
 
 pub struct InstanceRuntime {
@@ -121,7 +122,7 @@ impl InstanceRuntime {
     }
 
     pub fn connector(&self) -> Option<Arc<Connector>> {
-        lock(&self.connector).clone()
+        self.connector.lock().clone()
     }
 
     pub(super) fn set_state(&self, s: InstanceState) {
@@ -142,7 +143,7 @@ impl InstanceRuntime {
     }
 
     pub(super) fn note_error(&self, e: String) {
-        *lock(&self.last_error) = Some(e);
+        *self.last_error.lock() = Some(e);
     }
 
     pub(super) fn pause_after(&self) -> Duration {
@@ -171,7 +172,7 @@ impl InstanceRuntime {
 
     /// The release served now (apps).
     pub fn release(&self) -> Option<u32> {
-        *lock(&self.release)
+        *self.release.lock()
     }
 
     /// The API view.
@@ -185,14 +186,14 @@ impl InstanceRuntime {
                 release: self.release(),
                 ..self.target.clone()
             },
-            endpoints: lock(&self.endpoints).clone(),
+            endpoints: self.endpoints.lock().clone(),
             created_at: self.created_at.clone(),
             last_active_at: humantime::format_rfc3339_millis(last).to_string(),
             active_connections: self.activity.open_connections() as u64,
-            snapshot_cached: lock(&self.snapshot).is_some(),
-            stats: *lock(&self.stats),
-            last_error: lock(&self.last_error).clone(),
-            guest_kernel: lock(&self.guest_kernel).clone(),
+            snapshot_cached: self.snapshot.lock().is_some(),
+            stats: *self.stats.lock(),
+            last_error: self.last_error.lock().clone(),
+            guest_kernel: self.guest_kernel.lock().clone(),
         }
     }
 }

@@ -11,7 +11,6 @@ use super::lifecycle::Live;
 use super::runtime::InstanceRuntime;
 use crate::daemon::Daemon;
 use crate::sparse_copy::SparseCopyError;
-use crate::sync::lock;
 use crate::vm::SCRATCH_FILE;
 
 /// Why a snapshot could not be taken (logged: it only costs later wakes a cold boot).
@@ -45,7 +44,7 @@ impl InstanceRuntime {
         daemon: &Daemon,
         release: Option<u32>,
     ) -> Option<CachedSnapshot> {
-        let cached = lock(&self.snapshot).clone()?;
+        let cached = self.snapshot.lock().clone()?;
         if cached.release != release {
             self.drop_snapshot();
             return None;
@@ -62,14 +61,14 @@ impl InstanceRuntime {
     /// cold-boots after each terminate.
     pub(super) fn should_snapshot(&self, daemon: &Daemon) -> bool {
         daemon.backend.capabilities().memory_snapshot
-            && lock(&self.snapshot).is_none()
+            && self.snapshot.lock().is_none()
             && self.target.workspace.is_none()
     }
 
     /// Saves the freshly booted, ready VM of `release` as a memory snapshot (plus a copy of
     /// its scratch disk). Failure only costs future wakes a cold boot.
     pub(super) async fn take_snapshot(&self, daemon: &Daemon, live: &Live, release: Option<u32>) {
-        let dir = daemon.config.home.join("snapshots").join(&self.id);
+        let dir = daemon.config.home.instance_snapshot_dir(&self.id);
         let tmp = dir.with_extension("tmp");
         let _ = std::fs::remove_dir_all(&tmp);
         if let Err(e) = crate::daemon::create_private_dir(&tmp) {
@@ -112,7 +111,7 @@ impl InstanceRuntime {
                     tracing::warn!(error = %e, "cannot install snapshot");
                     return;
                 }
-                *lock(&self.snapshot) = Some(CachedSnapshot {
+                *self.snapshot.lock() = Some(CachedSnapshot {
                     snap: SnapshotRef { dir },
                     release,
                 });
@@ -126,7 +125,7 @@ impl InstanceRuntime {
     }
 
     pub(super) fn drop_snapshot(&self) {
-        if let Some(c) = lock(&self.snapshot).take() {
+        if let Some(c) = self.snapshot.lock().take() {
             let _ = std::fs::remove_dir_all(&c.snap.dir);
         }
     }

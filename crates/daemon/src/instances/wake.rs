@@ -20,7 +20,6 @@ use super::snapshot_cache::CachedSnapshot;
 use crate::daemon::Daemon;
 use crate::guest::BootAssets;
 use crate::ids;
-use crate::sync::lock;
 use crate::vm::{self, GuestVm, LaunchSpec};
 
 /// The guest process id of the served command.
@@ -59,7 +58,7 @@ impl InstanceRuntime {
             let started = Instant::now();
             match self.restore(daemon, &assets, &cached, cancel).await {
                 Ok(live) => {
-                    lock(&self.stats).snapshot_restores += 1;
+                    self.stats.lock().snapshot_restores += 1;
                     tracing::info!(instance = %self.id, ms = started.elapsed().as_millis() as u64, "restored from memory snapshot");
                     return Ok(live);
                 }
@@ -73,7 +72,7 @@ impl InstanceRuntime {
         }
         let started = Instant::now();
         let live = self.cold_boot(daemon, assets, release, cancel).await?;
-        lock(&self.stats).cold_boots += 1;
+        self.stats.lock().cold_boots += 1;
         tracing::info!(instance = %self.id, ms = started.elapsed().as_millis() as u64, "cold boot ready");
         Ok(live)
     }
@@ -91,7 +90,7 @@ impl InstanceRuntime {
                     what: format!("release {number} of app '{app}'"),
                     source,
                 })?;
-            *lock(&self.release_process) = Some(root.process());
+            *self.release_process.lock() = Some(root.process());
             return Ok(root.assets);
         }
         let root = crate::images::resolve_root(daemon, &self.image)
@@ -112,7 +111,7 @@ impl InstanceRuntime {
             .map_err(WakeFailure::Workspace)?;
         let vm_id = ids::new_id("vm");
         Ok(LaunchSpec {
-            run_dir: daemon.config.run_dir().join(&vm_id),
+            run_dir: daemon.config.home.vm_run_dir(&vm_id),
             vm_id,
             assets,
             // A restore never has a workspace (no snapshot is taken then); exact anyway.
@@ -254,7 +253,7 @@ impl InstanceRuntime {
 
     /// An app instance runs the process of the release its VM booted, not the target's.
     fn with_release_process(&self, mut spec: ProcessSpec) -> ProcessSpec {
-        if let Some(p) = lock(&self.release_process).clone() {
+        if let Some(p) = self.release_process.lock().clone() {
             spec.argv = p.argv;
             spec.env = p.env;
             spec.cwd = p.cwd;

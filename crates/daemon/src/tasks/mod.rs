@@ -10,17 +10,17 @@ mod run;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use aegis_api::{ApiError, CreateTask, ErrorCode, OutputEvent, Task, TaskState};
+use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::api::{bad, internal};
 use crate::daemon::Daemon;
 use crate::ids;
-use crate::sync::lock;
 use crate::vm_request::{validate_vm, AsVmRequest, HostLimits};
 use output::OutputLog;
 
@@ -33,7 +33,7 @@ pub struct LiveTask {
 
 impl LiveTask {
     fn cancel(&self, reason: &str) {
-        lock(&self.reason).get_or_insert_with(|| reason.into());
+        self.reason.lock().get_or_insert_with(|| reason.into());
         self.cancel.cancel();
     }
 }
@@ -46,11 +46,11 @@ pub struct TaskManager {
 
 impl TaskManager {
     pub fn running(&self) -> usize {
-        lock(&self.live).len()
+        self.live.lock().len()
     }
 
     fn live(&self, id: &str) -> Option<Arc<LiveTask>> {
-        lock(&self.live).get(id).cloned()
+        self.live.lock().get(id).cloned()
     }
 
     /// Validates `req`, records the task and starts its runner.
@@ -121,7 +121,7 @@ impl TaskManager {
             reason: Mutex::new(None),
             output,
         });
-        lock(&self.live).insert(task.id.clone(), live.clone());
+        self.live.lock().insert(task.id.clone(), live.clone());
         let span = tracing::info_span!("task", id = %task.id);
         self.runners.spawn(tracing::Instrument::instrument(
             run::run(daemon.clone(), task.clone(), req, assets, live),
@@ -132,7 +132,7 @@ impl TaskManager {
 
     /// `(id, image)` of every task that has not ended.
     pub fn live_images(&self, daemon: &Daemon) -> Vec<(String, String)> {
-        let ids: Vec<String> = lock(&self.live).keys().cloned().collect();
+        let ids: Vec<String> = self.live.lock().keys().cloned().collect();
         ids.into_iter()
             .filter_map(|id| self.get(daemon, &id).ok())
             .map(|t| (t.id, t.image))
@@ -140,7 +140,7 @@ impl TaskManager {
     }
 
     pub fn task_dir(&self, daemon: &Daemon, id: &str) -> PathBuf {
-        daemon.config.tasks_dir().join(id)
+        daemon.config.home.task_dir(id)
     }
 
     pub fn get(&self, daemon: &Daemon, id: &str) -> Result<Task, ApiError> {
@@ -219,7 +219,7 @@ impl TaskManager {
 
     /// Cancels every running task and waits (bounded) for their VMs to be gone.
     pub async fn shutdown(&self, grace: Duration) {
-        let live: Vec<_> = lock(&self.live).values().cloned().collect();
+        let live: Vec<_> = self.live.lock().values().cloned().collect();
         for t in live {
             t.cancel("aegisd is shutting down");
         }
@@ -233,7 +233,7 @@ impl TaskManager {
     }
 
     fn finished(&self, id: &str) {
-        lock(&self.live).remove(id);
+        self.live.lock().remove(id);
     }
 }
 

@@ -6,12 +6,10 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use aegis_api::StreamName;
+use parking_lot::Mutex;
 use tokio::sync::watch;
-
-use crate::sync::lock;
 
 /// Bytes written so far to each stream, and whether writing is over.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -63,7 +61,7 @@ impl OutputLog {
     /// Appends `bytes` to `stream`. Small synchronous writes to a local file: cheaper than a
     /// hop to the blocking pool, and ordering is trivially preserved.
     pub fn append(&self, stream: StreamName, bytes: &[u8]) -> std::io::Result<()> {
-        let mut files = lock(&self.files);
+        let mut files = self.files.lock();
         let file = match stream {
             StreamName::Stdout => &mut files.0,
             StreamName::Stderr => &mut files.1,

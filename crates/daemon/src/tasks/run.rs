@@ -20,7 +20,6 @@ use super::LiveTask;
 use crate::daemon::Daemon;
 use crate::guest::BootAssets;
 use crate::ids;
-use crate::sync::lock;
 use crate::vm::{self, describe_exit, GuestVm, LaunchSpec};
 
 /// How a task ended, before it is written down.
@@ -88,7 +87,7 @@ pub(super) async fn run(
 ) {
     let deadline = Deadline::after(req.timeout_secs);
     let vm_id = ids::new_id("vm");
-    let run_dir = daemon.config.run_dir().join(&vm_id);
+    let run_dir = daemon.config.home.vm_run_dir(&vm_id);
 
     // The workspace is checked again here: it may have changed since the request.
     let shares = match crate::workspaces::shares(&daemon.config, task.workspace.as_deref()) {
@@ -185,7 +184,7 @@ pub(super) async fn run(
 }
 
 fn cancel_reason(live: &LiveTask) -> String {
-    lock(&live.reason).clone().unwrap_or_default()
+    live.reason.lock().clone().unwrap_or_default()
 }
 
 /// Runs the command in a booted VM. The caller bounds it in time.

@@ -33,7 +33,7 @@ fn bad(message: String) -> ApiError {
 
 /// The Aegis home as the kernel resolves it (the configured path if it cannot be resolved).
 pub fn canonical_home(config: &Config) -> PathBuf {
-    std::fs::canonicalize(&config.home).unwrap_or_else(|_| config.home.clone())
+    std::fs::canonicalize(&config.home).unwrap_or_else(|_| config.home.root().to_path_buf())
 }
 
 /// The home, if canonical directory `dir` is it, is inside it or contains it.

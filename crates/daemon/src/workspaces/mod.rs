@@ -17,17 +17,16 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use aegis_api::{ApiError, CreateWorkspace, ErrorCode, Workspace, WorkspaceMode, WorkspaceSpec};
 use aegis_registry::WorkspaceRecord;
 use aegis_vmm::Share;
+use parking_lot::Mutex;
 
 use crate::api::{bad, internal};
 use crate::config::Config;
 use crate::daemon::Daemon;
 use crate::ids;
-use crate::sync::lock;
 
 pub mod host_path;
 
@@ -110,7 +109,7 @@ pub fn validate_name(name: &str) -> Result<(), ApiError> {
 
 /// The data directory of named workspace `name`.
 pub fn data_dir(config: &Config, name: &str) -> PathBuf {
-    config.workspaces_dir().join(name)
+    config.home.workspace_dir(name)
 }
 
 /// Checks what a request names: `TARGET[:ro]`, where TARGET is a workspace name or an
@@ -204,7 +203,7 @@ impl WorkspaceManager {
     /// `POST /v1/workspaces`.
     pub fn create(&self, daemon: &Daemon, req: &CreateWorkspace) -> Result<Workspace, ApiError> {
         validate_name(&req.name)?;
-        let holders = lock(&self.holders);
+        let holders = self.holders.lock();
         if daemon
             .registry
             .get_workspace(&req.name)
@@ -292,12 +291,12 @@ impl WorkspaceManager {
 
     /// Ids holding workspace `name` now.
     pub fn holders_of(&self, name: &str) -> Vec<String> {
-        lock(&self.holders).get(name).cloned().unwrap_or_default()
+        self.holders.lock().get(name).cloned().unwrap_or_default()
     }
 
     /// `DELETE /v1/workspaces/{name}`: refused while held. The data is gone when this returns.
     pub fn delete(&self, daemon: &Daemon, name: &str) -> Result<(), ApiError> {
-        let holders = lock(&self.holders);
+        let holders = self.holders.lock();
         let record = daemon
             .registry
             .get_workspace(name)
@@ -318,6 +317,7 @@ impl WorkspaceManager {
         let dir = data_dir(&daemon.config, name);
         let doomed = daemon
             .config
+            .home
             .workspaces_dir()
             .join(format!(".deleting-{name}-{}", ids::new_id("x")));
         let moved = match std::fs::rename(&dir, &doomed) {
@@ -355,7 +355,7 @@ impl WorkspaceManager {
         let WorkspaceSource::Named(name) = &ws.source else {
             return Ok(());
         };
-        let mut holders = lock(&self.holders);
+        let mut holders = self.holders.lock();
         let record = match daemon
             .registry
             .get_workspace(name)
@@ -396,7 +396,7 @@ impl WorkspaceManager {
         let Some(name) = recorded_name(recorded) else {
             return;
         };
-        let mut holders = lock(&self.holders);
+        let mut holders = self.holders.lock();
         let current = holders.entry(name).or_default();
         if !current.iter().any(|h| h == holder) {
             current.push(holder.to_string());
@@ -408,7 +408,7 @@ impl WorkspaceManager {
         let Some(name) = recorded.and_then(recorded_name) else {
             return;
         };
-        let mut holders = lock(&self.holders);
+        let mut holders = self.holders.lock();
         if let Some(current) = holders.get_mut(&name) {
             current.retain(|h| h != holder);
             if current.is_empty() {

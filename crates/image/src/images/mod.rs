@@ -137,7 +137,7 @@ pub struct ImageInfo {
 
 /// `cache/images/<name>/rootfs.ext4`, whether or not it exists.
 pub fn image_file(layout: &Layout, image: BaseImage) -> PathBuf {
-    layout.images_dir().join(image.name()).join(ROOTFS)
+    layout.base_images_dir().join(image.name()).join(ROOTFS)
 }
 
 /// The root filesystem of the image called `name`. Errors say whether the name is unknown
@@ -188,7 +188,7 @@ pub fn list_images(layout: &Layout) -> Vec<ImageInfo> {
 
 /// Build `image` unless it is already built from the current recipe; return its path.
 pub fn build_image(layout: &Layout, image: BaseImage, progress: &dyn Progress) -> Result<PathBuf> {
-    let dir = layout.images_dir().join(image.name());
+    let dir = layout.base_images_dir().join(image.name());
     let _lock = DirLock::acquire(&dir, || {
         progress.set_message(&format!("Waiting for another build of the {image} image"))
     })?;

@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use tokio::io::{AsyncRead, BufReader};
 use tokio::sync::mpsc;
 
-use super::{encode, lock, wait_closed, Incoming, Shared, Violation, INITIAL_WINDOW};
+use super::{encode, wait_closed, Incoming, Shared, Violation, INITIAL_WINDOW};
 use crate::frame::{Frame, FrameError, StreamId};
 
 pub(super) async fn read_loop<In, R>(read: R, control: mpsc::Sender<In>, shared: Arc<Shared>)
@@ -93,7 +93,7 @@ async fn dispatch<In>(
                     );
                     state.reset.store(true, Ordering::Release);
                     // The local reader gets the bytes sent within the window, then the reset.
-                    lock(&state.incoming).items.push_back(Incoming::Reset);
+                    state.incoming.lock().items.push_back(Incoming::Reset);
                     state.incoming_ready.notify_one();
                     state.send_ready.notify_waiters();
                     if let Ok(f) = encode(&Frame::<()>::Reset { stream }) {
@@ -109,7 +109,7 @@ async fn dispatch<In>(
             let state = shared.peer_stream(stream)?;
             // Only the first final frame counts: repeats would grow the queue without bound.
             if !state.peer_done.swap(true, Ordering::AcqRel) {
-                lock(&state.incoming).items.push_back(Incoming::Eof);
+                state.incoming.lock().items.push_back(Incoming::Eof);
                 state.incoming_ready.notify_one();
             }
         }
@@ -120,7 +120,7 @@ async fn dispatch<In>(
             if let Some(state) = shared.existing(stream) {
                 state.reset.store(true, Ordering::Release);
                 if !state.peer_done.swap(true, Ordering::AcqRel) {
-                    lock(&state.incoming).items.push_back(Incoming::Reset);
+                    state.incoming.lock().items.push_back(Incoming::Reset);
                 }
                 state.incoming_ready.notify_one();
                 state.send_ready.notify_waiters();
@@ -128,7 +128,7 @@ async fn dispatch<In>(
         }
         Frame::Credit { stream, bytes } => {
             if let Some(state) = shared.existing(stream) {
-                let mut w = lock(&state.send_window);
+                let mut w = state.send_window.lock();
                 *w = w.saturating_add(bytes);
                 drop(w);
                 state.send_ready.notify_waiters();
@@ -148,7 +148,7 @@ fn accept(
 ) -> Result<Verdict, Violation> {
     let len = data.len() as u64;
     let window = u64::from(INITIAL_WINDOW);
-    let mut q = lock(&state.incoming);
+    let mut q = state.incoming.lock();
     if let Some(excess) = q.overrun.as_mut() {
         // A peer that overran may have had more frames in flight before it saw the reset:
         // allow one more window of them, then take it for what it is.

@@ -32,9 +32,10 @@ mod tests;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
+use parking_lot::Mutex;
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::{mpsc, Notify};
@@ -191,11 +192,6 @@ pub struct Session {
     shared: Arc<Shared>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding one of these short critical sections leaves consistent data.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 fn encode<C: Serialize>(frame: &Frame<C>) -> Result<Bytes, SessionError> {
     let mut buf = BytesMut::new();
     frame
@@ -247,7 +243,7 @@ impl Session {
             peak_queued: AtomicU64::new(0),
         });
         let writer = tokio::spawn(write_loop(write, writer_rx, shared.clone()));
-        *lock(&shared.abort_writer) = Some(writer.abort_handle());
+        *shared.abort_writer.lock() = Some(writer.abort_handle());
         tokio::spawn(dispatch::read_loop::<In, _>(
             read,
             control_tx,
@@ -299,7 +295,7 @@ impl Session {
 
     /// The protocol violation that ended the session, if one did.
     pub fn violation(&self) -> Option<Violation> {
-        lock(&self.shared.violation).clone()
+        self.shared.violation.lock().clone()
     }
 
     /// Tears the session down: every stream fails, the control receiver ends.
@@ -313,7 +309,7 @@ impl Session {
 
     pub fn stats(&self) -> SessionStats {
         let (streams, peer_streams) = {
-            let t = lock(&self.shared.streams);
+            let t = self.shared.streams.lock();
             (t.map.len(), t.unclaimed)
         };
         SessionStats {
@@ -345,7 +341,7 @@ impl StreamState {
 impl Shared {
     /// The local side takes stream `id`, creating it or adopting the one the peer created.
     fn claim(&self, id: StreamId) -> Arc<StreamState> {
-        let mut table = lock(&self.streams);
+        let mut table = self.streams.lock();
         if let Some(state) = table.map.get(&id).cloned() {
             if !state.claimed.swap(true, Ordering::AcqRel) {
                 table.unclaimed -= 1;
@@ -359,7 +355,7 @@ impl Shared {
 
     /// The stream a frame from the peer is for, created if new, within the peer's limit.
     fn peer_stream(&self, id: StreamId) -> Result<Arc<StreamState>, Violation> {
-        let mut table = lock(&self.streams);
+        let mut table = self.streams.lock();
         if let Some(state) = table.map.get(&id) {
             return Ok(state.clone());
         }
@@ -375,12 +371,12 @@ impl Shared {
     }
 
     fn existing(&self, id: StreamId) -> Option<Arc<StreamState>> {
-        lock(&self.streams).map.get(&id).cloned()
+        self.streams.lock().map.get(&id).cloned()
     }
 
     /// The error every operation reports once the session is gone.
     fn closed_error(&self) -> SessionError {
-        match lock(&self.violation).clone() {
+        match self.violation.lock().clone() {
             Some(v) => SessionError::Violation(v),
             None => SessionError::Closed,
         }
@@ -408,9 +404,9 @@ impl Shared {
     /// Ends the session because of the peer. The first violation is the one reported.
     fn violate(&self, v: Violation) {
         tracing::warn!(violation = %v, side = ?self.side, "ending the session: the peer violated the protocol");
-        lock(&self.violation).get_or_insert(v);
+        self.violation.lock().get_or_insert(v);
         self.mark_closed();
-        if let Some(writer) = lock(&self.abort_writer).take() {
+        if let Some(writer) = self.abort_writer.lock().take() {
             writer.abort();
         }
     }
@@ -420,7 +416,7 @@ impl Shared {
             return;
         }
         let streams: Vec<_> = {
-            let mut table = lock(&self.streams);
+            let mut table = self.streams.lock();
             table.unclaimed = 0;
             table.map.drain().map(|(_, s)| s).collect()
         };
@@ -428,7 +424,7 @@ impl Shared {
             // Nobody can claim an unclaimed stream any more: free what it holds now. Claimed
             // streams keep their bytes for their reader (output sent just before the end).
             if !s.claimed.load(Ordering::Acquire) {
-                let mut q = lock(&s.incoming);
+                let mut q = s.incoming.lock();
                 q.items.clear();
                 self.queued_sub(std::mem::take(&mut q.unconsumed));
             }
@@ -443,9 +439,9 @@ impl Shared {
         if state.halves.fetch_sub(1, Ordering::AcqRel) != 1 {
             return;
         }
-        lock(&self.streams).map.remove(&state.id);
+        self.streams.lock().map.remove(&state.id);
         if !state.peer_done.load(Ordering::Acquire) && !self.closed.load(Ordering::Acquire) {
-            lock(&self.retired).insert(state.id);
+            self.retired.lock().insert(state.id);
             // Tell the peer to stop sending into a stream nobody reads.
             if let Ok(f) = encode(&Frame::<()>::Reset { stream: state.id }) {
                 let _ = self.writer.try_send(f);
@@ -455,7 +451,7 @@ impl Shared {
 
     /// Whether a frame for `id` belongs to a retired stream (and should be dropped).
     fn is_retired(&self, id: StreamId, terminal: bool) -> bool {
-        let mut retired = lock(&self.retired);
+        let mut retired = self.retired.lock();
         if terminal {
             retired.remove(&id)
         } else {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{encode, lock, Incoming, SessionError, Shared, StreamState, CREDIT_BATCH};
+use super::{encode, Incoming, SessionError, Shared, StreamState, CREDIT_BATCH};
 use crate::frame::{Frame, StreamId, MAX_DATA};
 
 /// One bidirectional byte stream of a session.
@@ -64,7 +64,7 @@ impl RecvHalf {
         loop {
             let notified = state.incoming_ready.notified();
             let item = {
-                let mut q = lock(&state.incoming);
+                let mut q = state.incoming.lock();
                 let item = q.items.pop_front();
                 if let Some(Incoming::Data(d)) = &item {
                     q.unconsumed -= d.len() as u64;
@@ -121,7 +121,7 @@ impl Drop for RecvHalf {
             // bytes are credited on arrival.
             self.state.discard.store(true, Ordering::Release);
             let queued = {
-                let mut q = lock(&self.state.incoming);
+                let mut q = self.state.incoming.lock();
                 let mut bytes = 0u64;
                 for item in q.items.drain(..) {
                     match item {
@@ -184,7 +184,7 @@ impl SendHalf {
                 return Err(self.shared.closed_error());
             }
             {
-                let mut w = lock(&self.state.send_window);
+                let mut w = self.state.send_window.lock();
                 if *w > 0 {
                     let n = want.min(*w);
                     *w -= n;

@@ -216,5 +216,5 @@ async fn repeated_final_frames_do_not_grow_a_queue() {
     );
     let got = within("read", rx.read_to_end()).await.unwrap();
     assert_eq!(got, b"end");
-    assert_eq!(lock(&rx.state.incoming).items.len(), 0);
+    assert_eq!(rx.state.incoming.lock().items.len(), 0);
 }

@@ -15,6 +15,10 @@ use std::process::Command;
 
 use serde::Serialize;
 
+pub use findings::{Finding, Level};
+
+mod findings;
+
 /// Environment variable naming the QEMU binary (else `qemu-system-x86_64` on `PATH`).
 pub const QEMU_ENV: &str = "AEGIS_QEMU";
 /// Environment variable naming the Firecracker binary (else `firecracker` on `PATH`).
@@ -106,6 +110,8 @@ pub struct HostReport {
     pub vhost_vsock: bool,
     pub qemu: ToolStatus,
     pub firecracker: ToolStatus,
+    /// The virtiofsd that serves shared directories (workspaces) to QEMU guests.
+    pub virtiofsd: ToolStatus,
     /// Host TSC frequency in kHz ("cpu MHz" of /proc/cpuinfo x 1000). Guests under TCG need
     /// it as `tsc_early_khz=`, else they cannot calibrate their clock and hang.
     pub tsc_khz: Option<u64>,
@@ -113,32 +119,6 @@ pub struct HostReport {
     pub cores: u32,
     /// Total host memory.
     pub memory_mib: u64,
-}
-
-/// Severity of a finding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Level {
-    Ok,
-    Info,
-    Warning,
-    /// Aegis cannot run VMs until this is fixed.
-    Error,
-}
-
-/// One fact about the host, explained for a human (`aegis doctor`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Finding {
-    /// Short name of what was checked: `kvm`, `qemu`, `firecracker`, `vsock`, `tsc`, `cpu`,
-    /// `memory`.
-    pub check: &'static str,
-    pub level: Level,
-    /// One line.
-    pub summary: String,
-    /// Why it matters.
-    pub explanation: String,
-    /// What to do about it, when anything can be done.
-    pub fix: Option<String>,
 }
 
 /// Probes this host. Never fails: whatever cannot be determined is reported as such.
@@ -156,6 +136,7 @@ pub fn probe() -> HostReport {
         vhost_vsock: Path::new(DEV_VHOST_VSOCK).exists(),
         qemu: probe_qemu(),
         firecracker: probe_firecracker(),
+        virtiofsd: probe_virtiofsd(),
         cores,
     };
     HostReport::from_facts(facts)
@@ -171,6 +152,7 @@ struct HostFacts {
     vhost_vsock: bool,
     qemu: ToolStatus,
     firecracker: ToolStatus,
+    virtiofsd: ToolStatus,
     cores: u32,
 }
 
@@ -210,6 +192,7 @@ impl HostReport {
             vhost_vsock: f.vhost_vsock,
             qemu: f.qemu,
             firecracker: f.firecracker,
+            virtiofsd: f.virtiofsd,
             tsc_khz: f
                 .cpu
                 .mhz
@@ -217,246 +200,6 @@ impl HostReport {
                 .map(|m| (m * 1000.0).round() as u64),
             cores: f.cores.max(1),
             memory_mib: f.memory_mib,
-        }
-    }
-
-    /// The report as explained findings, most important first.
-    pub fn findings(&self) -> Vec<Finding> {
-        let mut out = vec![
-            self.kvm_finding(),
-            self.qemu_finding(),
-            self.firecracker_finding(),
-            self.vsock_finding(),
-            self.tsc_finding(),
-            Finding {
-                check: "cpu",
-                level: Level::Ok,
-                summary: format!("{} CPU core(s) available", self.cores),
-                explanation: "A VM may have at most this many vCPUs.".into(),
-                fix: None,
-            },
-            Finding {
-                check: "memory",
-                level: if self.memory_mib >= 1024 {
-                    Level::Ok
-                } else {
-                    Level::Warning
-                },
-                summary: format!("{} MiB of memory", self.memory_mib),
-                explanation: "Every running or paused VM holds its guest RAM on the host.".into(),
-                fix: None,
-            },
-        ];
-        out.sort_by_key(|f| std::cmp::Reverse(f.level));
-        out
-    }
-
-    fn kvm_finding(&self) -> Finding {
-        let tcg = "Aegis falls back to QEMU with TCG (software emulation): guests boot and run \
-                   correctly, only slower (about 2 s to boot instead of a fraction of one).";
-        match &self.kvm {
-            KvmStatus::Hardware { extension } => Finding {
-                check: "kvm",
-                level: Level::Ok,
-                summary: format!(
-                    "hardware virtualization ({}) through /dev/kvm",
-                    match extension {
-                        VirtExtension::Vmx => "Intel VT-x",
-                        VirtExtension::Svm => "AMD-V",
-                    }
-                ),
-                explanation: "Firecracker, libkrun and QEMU with -accel kvm can boot guests \
-                              at native speed."
-                    .into(),
-                fix: None,
-            },
-            KvmStatus::Pvm => Finding {
-                check: "kvm",
-                level: Level::Warning,
-                summary: "/dev/kvm is PVM (kvm_pvm module): software nested virtualization, \
-                          not hardware virtualization"
-                    .into(),
-                explanation: format!(
-                    "The kvm_pvm module provides /dev/kvm on hosts without VT-x/AMD-V (typically \
-                     a cloud VM). Only PVM-patched guest kernels can run on it: a stock guest \
-                     kernel dies at once with \"KVM internal error. Suberror: 1 ... emulation \
-                     failure\" (dmesg: \"kvm-pvm: INTERNAL_ERROR in batch emul\"). So no \
-                     Aegis guest boots under KVM here: not with Firecracker, libkrun or QEMU \
-                     -accel kvm. {tcg}"
-                ),
-                fix: Some(
-                    "Nothing is needed to keep working with QEMU/TCG. For native speed run Aegis \
-                     on bare metal or on a cloud VM with nested virtualization enabled (VT-x or \
-                     AMD-V visible as vmx/svm in /proc/cpuinfo)."
-                        .into(),
-                ),
-            },
-            KvmStatus::Absent => Finding {
-                check: "kvm",
-                level: Level::Warning,
-                summary: "no /dev/kvm".into(),
-                explanation: format!("Without KVM no hardware-accelerated VMM can run. {tcg}"),
-                fix: Some(
-                    "Enable VT-x/AMD-V in the firmware (or nested virtualization for a cloud \
-                     VM), then load the module: `modprobe kvm_intel` or `modprobe kvm_amd`."
-                        .into(),
-                ),
-            },
-            KvmStatus::NotOpenable { error } => Finding {
-                check: "kvm",
-                level: Level::Warning,
-                summary: format!("/dev/kvm exists but cannot be opened: {error}"),
-                explanation: format!("This user has no access to KVM. {tcg}"),
-                fix: Some(
-                    "Add the user to the group owning /dev/kvm (`sudo usermod -aG kvm $USER`, \
-                     then log in again) or run aegisd as root."
-                        .into(),
-                ),
-            },
-            KvmStatus::Unrecognised => Finding {
-                check: "kvm",
-                level: Level::Warning,
-                summary: "/dev/kvm opens, but the CPU advertises neither vmx nor svm".into(),
-                explanation: format!(
-                    "This is not hardware virtualization Aegis recognises, so it is not used \
-                     automatically. {tcg}"
-                ),
-                fix: Some(
-                    "If you know guests boot under this KVM, choose the backend explicitly \
-                     (`--backend qemu` with the kvm accelerator)."
-                        .into(),
-                ),
-            },
-        }
-    }
-
-    fn qemu_finding(&self) -> Finding {
-        match &self.qemu {
-            ToolStatus::Found { path, version } => Finding {
-                check: "qemu",
-                level: Level::Ok,
-                summary: format!(
-                    "QEMU {} at {}",
-                    version.as_deref().unwrap_or("(unknown version)"),
-                    path.display()
-                ),
-                explanation: "The qemu backend (microvm machine) can boot guests.".into(),
-                fix: None,
-            },
-            ToolStatus::NotFound { searched } => Finding {
-                check: "qemu",
-                level: if self.kvm.is_usable() {
-                    Level::Warning
-                } else {
-                    Level::Error
-                },
-                summary: format!("QEMU not found ({searched})"),
-                explanation: "QEMU is the backend that boots guests on every host, and the only \
-                              one without hardware virtualization."
-                    .into(),
-                fix: Some(format!(
-                    "Install it (`apt-get install qemu-system-x86`) or set {QEMU_ENV} to the \
-                     path of {QEMU_PROGRAM}."
-                )),
-            },
-            ToolStatus::Unusable { path, error } => Finding {
-                check: "qemu",
-                level: Level::Error,
-                summary: format!("QEMU at {} is unusable: {error}", path.display()),
-                explanation: "QEMU is the backend that boots guests on every host.".into(),
-                fix: Some(format!(
-                    "Install QEMU {}.{} or newer (`apt-get install qemu-system-x86`) or point \
-                     {QEMU_ENV} at a working {QEMU_PROGRAM}.",
-                    QEMU_MIN_VERSION.0, QEMU_MIN_VERSION.1
-                )),
-            },
-        }
-    }
-
-    fn firecracker_finding(&self) -> Finding {
-        let needs_kvm = if self.kvm.is_usable() {
-            ""
-        } else {
-            " It needs hardware KVM, which this host lacks, so it would not be used anyway."
-        };
-        match &self.firecracker {
-            ToolStatus::Found { path, version } => Finding {
-                check: "firecracker",
-                level: if self.kvm.is_usable() {
-                    Level::Ok
-                } else {
-                    Level::Info
-                },
-                summary: format!(
-                    "Firecracker {} at {}",
-                    version.as_deref().unwrap_or("(unknown version)"),
-                    path.display()
-                ),
-                explanation: format!("The fastest backend where hardware KVM exists.{needs_kvm}"),
-                fix: None,
-            },
-            ToolStatus::NotFound { searched } => Finding {
-                check: "firecracker",
-                level: Level::Info,
-                summary: format!("Firecracker not found ({searched})"),
-                explanation: format!(
-                    "Optional: with hardware KVM it boots and restores guests fastest.{needs_kvm}"
-                ),
-                fix: Some(format!(
-                    "Build it (`cargo build --release -p firecracker` in its repository) and put \
-                     it on PATH or set {FIRECRACKER_ENV}."
-                )),
-            },
-            ToolStatus::Unusable { path, error } => Finding {
-                check: "firecracker",
-                level: Level::Warning,
-                summary: format!("Firecracker at {} is unusable: {error}", path.display()),
-                explanation: format!("It will not be used.{needs_kvm}"),
-                fix: Some(format!("Point {FIRECRACKER_ENV} at a working binary.")),
-            },
-        }
-    }
-
-    fn vsock_finding(&self) -> Finding {
-        Finding {
-            check: "vsock",
-            level: Level::Info,
-            summary: if self.vhost_vsock {
-                "/dev/vhost-vsock exists".into()
-            } else {
-                "no /dev/vhost-vsock".into()
-            },
-            explanation: "Under QEMU the host<->guest channel is virtio-serial on every host; \
-                          vsock is used by Firecracker and libkrun, which implement it themselves."
-                .into(),
-            fix: None,
-        }
-    }
-
-    fn tsc_finding(&self) -> Finding {
-        match self.tsc_khz {
-            Some(khz) => Finding {
-                check: "tsc",
-                level: Level::Ok,
-                summary: format!("host TSC {khz} kHz"),
-                explanation: "Passed to guests under TCG as tsc_early_khz= so they can \
-                              calibrate their clock."
-                    .into(),
-                fix: None,
-            },
-            None => Finding {
-                check: "tsc",
-                level: if self.kvm.is_usable() {
-                    Level::Info
-                } else {
-                    Level::Warning
-                },
-                summary: "host TSC frequency unknown (no \"cpu MHz\" in /proc/cpuinfo)".into(),
-                explanation: "Under TCG a guest that cannot calibrate its clock may hang early in \
-                              boot."
-                    .into(),
-                fix: Some("Pass tsc_early_khz=<kHz> in the VM's kernel arguments yourself.".into()),
-            },
         }
     }
 }
@@ -539,6 +282,21 @@ fn probe_firecracker() -> ToolStatus {
 }
 
 /// `$env` if set (even if it does not exist: the user asked for it), else `program` on `PATH`.
+fn probe_virtiofsd() -> ToolStatus {
+    match crate::qemu::virtiofsd::find() {
+        Some(path) => ToolStatus::Found {
+            path,
+            version: None,
+        },
+        None => ToolStatus::NotFound {
+            searched: format!(
+                "looked for {}",
+                crate::qemu::virtiofsd::CANDIDATES.join(", ")
+            ),
+        },
+    }
+}
+
 fn find_program(env: &str, program: &str) -> Option<PathBuf> {
     if let Some(p) = std::env::var_os(env).filter(|v| !v.is_empty()) {
         return Some(PathBuf::from(p));
@@ -610,7 +368,7 @@ mod tests {
     const CPUINFO_VMX: &str =
         "processor\t: 0\ncpu MHz\t\t: 3000.000\nflags\t\t: fpu vme vmx ept tsc\n";
 
-    fn facts() -> HostFacts {
+    pub(super) fn facts() -> HostFacts {
         HostFacts {
             cpu: parse_cpuinfo(CPUINFO_PVM),
             memory_mib: 24_000,
@@ -623,6 +381,9 @@ mod tests {
             },
             firecracker: ToolStatus::NotFound {
                 searched: "PATH".into(),
+            },
+            virtiofsd: ToolStatus::NotFound {
+                searched: "nowhere".into(),
             },
             cores: 2,
         }
@@ -667,18 +428,6 @@ mod tests {
     }
 
     #[test]
-    fn pvm_wins_over_an_openable_device() {
-        let r = HostReport::from_facts(facts());
-        assert_eq!(r.kvm, KvmStatus::Pvm);
-        assert!(!r.kvm.is_usable());
-        assert_eq!(r.tsc_khz, Some(2_445_432));
-        let f = r.findings();
-        let kvm = f.iter().find(|f| f.check == "kvm").unwrap();
-        assert!(kvm.explanation.contains("emulation failure"), "{kvm:?}");
-        assert!(kvm.fix.is_some());
-    }
-
-    #[test]
     fn classifies_kvm() {
         let mut f = facts();
         f.pvm_module = false;
@@ -699,18 +448,6 @@ mod tests {
         f.dev_kvm = DevKvm::Openable;
         f.cpu = parse_cpuinfo(CPUINFO_PVM);
         assert_eq!(HostReport::from_facts(f).kvm, KvmStatus::Unrecognised);
-    }
-
-    #[test]
-    fn findings_put_errors_first() {
-        let mut f = facts();
-        f.qemu = ToolStatus::NotFound {
-            searched: "PATH".into(),
-        };
-        let findings = HostReport::from_facts(f).findings();
-        assert_eq!(findings[0].check, "qemu");
-        assert_eq!(findings[0].level, Level::Error);
-        assert!(findings[0].fix.as_deref().unwrap().contains("apt-get"));
     }
 
     #[test]
