@@ -18,6 +18,7 @@ use std::path::{Component, Path, PathBuf};
 use tar::EntryType;
 
 use crate::error::{Error, Result};
+use crate::limits::CappedReader;
 
 /// Prefix of a whiteout entry: `.wh.NAME` deletes `NAME` of the layers below.
 const WHITEOUT_PREFIX: &str = ".wh.";
@@ -49,6 +50,10 @@ pub struct UnpackOptions {
     /// process runs as root.
     pub preserve_ownership: bool,
     pub whiteouts: Whiteouts,
+    /// The most uncompressed tar stream one layer may be: unpacking stops with
+    /// [`Error::LayerOverLimit`] past it. The [`crate::Store`] methods set it from the store's
+    /// [`crate::Limits`]; defaults to [`crate::Limits::default`]'s.
+    pub max_unpacked_bytes: u64,
 }
 
 impl Default for UnpackOptions {
@@ -58,6 +63,7 @@ impl Default for UnpackOptions {
         UnpackOptions {
             preserve_ownership: euid == 0,
             whiteouts: Whiteouts::Apply,
+            max_unpacked_bytes: crate::limits::DEFAULT_MAX_LAYER_UNPACKED_BYTES,
         }
     }
 }
@@ -84,8 +90,27 @@ pub(crate) fn open_layer(path: &Path) -> Result<Box<dyn Read>> {
 
 /// Applies one (uncompressed) layer tar stream on top of `root`.
 ///
-/// `layer` names the layer in errors (usually its digest).
+/// `layer` names the layer in errors (usually its digest). Past
+/// [`UnpackOptions::max_unpacked_bytes`] it stops with [`Error::LayerOverLimit`], having removed
+/// the file it was writing; what earlier entries wrote stays (callers unpack into a directory
+/// of their own and remove it, as the [`crate::Store`] methods do).
 pub fn unpack_layer<R: Read>(
+    reader: R,
+    root: &Path,
+    layer: &str,
+    options: &UnpackOptions,
+) -> Result<()> {
+    let (reader, tripped) = CappedReader::new(reader, options.max_unpacked_bytes);
+    match unpack_capped(reader, root, layer, options) {
+        Err(_) if tripped.get() => Err(Error::LayerOverLimit {
+            layer: layer.to_string(),
+            limit: options.max_unpacked_bytes,
+        }),
+        other => other,
+    }
+}
+
+fn unpack_capped<R: Read>(
     reader: R,
     root: &Path,
     layer: &str,
@@ -310,7 +335,11 @@ impl Unpacker<'_> {
                     .custom_flags(libc::O_NOFOLLOW)
                     .open(&dest)
                     .map_err(|e| Error::io("create", &dest, e))?;
-                io::copy(entry, &mut file).map_err(|e| Error::io("write", &dest, e))?;
+                if let Err(e) = io::copy(entry, &mut file) {
+                    drop(file);
+                    let _ = fs::remove_file(&dest);
+                    return Err(Error::io("write", &dest, e));
+                }
             }
             EntryType::Symlink => {
                 let target = entry
@@ -541,6 +570,7 @@ mod tests {
                 &UnpackOptions {
                     preserve_ownership: false,
                     whiteouts,
+                    ..UnpackOptions::default()
                 },
             )
         }

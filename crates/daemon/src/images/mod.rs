@@ -93,18 +93,36 @@ pub fn store_error(e: aegis_oci::Error) -> ApiError {
     let code = match &e {
         E::InvalidReference { .. } => ErrorCode::InvalidRequest,
         E::NotFound { .. } | E::ImageNotInStore { .. } => ErrorCode::NotFound,
-        E::Unreachable { .. } | E::Unauthorized { .. } => ErrorCode::Unavailable,
-        E::DigestMismatch { .. } | E::Unsupported { .. } | E::NoPlatform { .. } => {
-            ErrorCode::InvalidRequest
+        E::Unreachable { .. } | E::Unauthorized { .. } | E::CredentialsFile { .. } => {
+            ErrorCode::Unavailable
         }
+        E::DigestMismatch { .. }
+        | E::Unsupported { .. }
+        | E::NoPlatform { .. }
+        | E::UnsafeLogin { .. }
+        | E::BlobOverLimit { .. }
+        | E::BlobOverDeclared { .. }
+        | E::LayerOverLimit { .. } => ErrorCode::InvalidRequest,
         _ => ErrorCode::Internal,
     };
     ApiError::new(code, e.to_string())
 }
 
+/// The registry credentials file in the Aegis home (Docker `config.json` shape).
+pub const AUTH_FILE: &str = "auth.json";
+
 impl Images {
+    /// Opens the image store under `home` with the default [`aegis_oci::Limits`].
     pub fn open(home: &Path) -> anyhow::Result<Images> {
-        let store = Store::open(home.join("images"))?;
+        Images::open_with(home, aegis_oci::Limits::default())
+    }
+
+    /// Opens the image store under `home`: pulls and unpacks are bounded by `limits`, and
+    /// registry logins come from `<home>/auth.json` (see docs/IMAGES.md).
+    pub fn open_with(home: &Path, limits: aegis_oci::Limits) -> anyhow::Result<Images> {
+        let store = Store::open(home.join("images"))?
+            .with_limits(limits)
+            .with_credentials_file(home.join(AUTH_FILE));
         let disks = home.join("layers");
         crate::daemon::create_private_dir(&disks)?;
         Ok(Images {
