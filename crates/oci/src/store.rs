@@ -265,7 +265,7 @@ impl Store {
     /// created it.
     pub fn unpack_with(&self, image: &Image, dest: &Path, options: &UnpackOptions) -> Result<()> {
         let options = self.capped(options);
-        self.into_new_or_existing(dest, |dest| {
+        self.unpack_removing_on_failure(dest, |dest| {
             for layer in &image.layers {
                 let path = self.blob_path(&layer.digest)?;
                 if !path.is_file() {
@@ -290,7 +290,7 @@ impl Store {
 
     /// Runs `unpack` into `dest`, creating it if missing; if it fails, removes `dest` when
     /// it was created here (a partial tree must not pass for an unpacked image).
-    fn into_new_or_existing(
+    fn unpack_removing_on_failure(
         &self,
         dest: &Path,
         unpack: impl FnOnce(&Path) -> Result<()>,
@@ -325,7 +325,7 @@ impl Store {
                 path,
             });
         }
-        self.into_new_or_existing(dest, |dest| {
+        self.unpack_removing_on_failure(dest, |dest| {
             unpack_layer(open_layer(&path)?, dest, &layer.digest, &options)
         })
     }
