@@ -97,11 +97,12 @@ pub(crate) fn parse_challenges(value: &str) -> Vec<Challenge> {
     out
 }
 
-/// Whether a URL may carry a login: HTTPS anywhere, plain HTTP only to loopback.
-pub(crate) fn may_carry_login(url: &Url) -> bool {
+/// Whether a URL may carry a login: HTTPS anywhere; plain HTTP only to loopback, and only for
+/// a registry on loopback itself (a remote registry must not steer a login to a local port).
+pub(crate) fn may_carry_login(url: &Url, registry_on_loopback: bool) -> bool {
     match url.scheme() {
         "https" => true,
-        "http" => url.host_str().is_some_and(|host| {
+        "http" if registry_on_loopback => url.host_str().is_some_and(|host| {
             let host = host.trim_start_matches('[').trim_end_matches(']');
             host.eq_ignore_ascii_case("localhost")
                 || host
@@ -196,9 +197,9 @@ pub(crate) async fn authenticate(
     };
     let realm_url = Url::parse(&realm)
         .map_err(|e| failed(format!("the token service URL {realm:?} is invalid: {e}")))?;
-    if !may_carry_login(&realm_url) {
+    if !may_carry_login(&realm_url, reference.is_loopback_registry()) {
         return Err(unsafe_login(format!(
-            "its token service {realm_url} is plain HTTP to a host that is not loopback; a login is only sent over HTTPS (or HTTP on loopback)"
+            "its token service {realm_url} is not HTTPS; a login is only sent over HTTPS (or plain HTTP from a loopback registry to a loopback token service)"
         )));
     }
     let mut query = vec![(
@@ -315,7 +316,14 @@ mod tests {
             ("http://10.0.0.1/token", false),
             ("ftp://127.0.0.1/token", false),
         ] {
-            assert_eq!(may_carry_login(&Url::parse(url).unwrap()), ok, "{url}");
+            let url = Url::parse(url).unwrap();
+            assert_eq!(may_carry_login(&url, true), ok, "{url}");
+            // A remote registry gets HTTPS only.
+            assert_eq!(
+                may_carry_login(&url, false),
+                url.scheme() == "https",
+                "{url}"
+            );
         }
     }
 }

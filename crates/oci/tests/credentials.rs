@@ -180,7 +180,7 @@ async fn login_is_refused_to_a_plain_http_token_service_off_loopback() {
         .await
         .unwrap_err();
     assert!(matches!(err, Error::UnsafeLogin { .. }), "{err:?}");
-    assert!(err.to_string().contains("plain HTTP"), "{err}");
+    assert!(err.to_string().contains("is not HTTPS"), "{err}");
     assert!(registry
         .requests()
         .iter()
