@@ -26,15 +26,30 @@ fn check(base: &Path) {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert_eq!(names, ["layer", "outside", "root"], "something was written next to the root");
+    assert_eq!(
+        names,
+        ["layer", "outside", "root"],
+        "something was written next to the root"
+    );
     let outside: Vec<_> = fs::read_dir(base.join("outside"))
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
-    assert_eq!(outside, ["canary"], "something was written outside the root");
+    assert_eq!(
+        outside,
+        ["canary"],
+        "something was written outside the root"
+    );
     let canary = base.join("outside/canary");
-    assert!(fs::symlink_metadata(&canary).unwrap().is_file(), "the canary was replaced");
-    assert_eq!(fs::read(&canary).unwrap(), b"canary", "the canary was overwritten");
+    assert!(
+        fs::symlink_metadata(&canary).unwrap().is_file(),
+        "the canary was replaced"
+    );
+    assert_eq!(
+        fs::read(&canary).unwrap(),
+        b"canary",
+        "the canary was overwritten"
+    );
 }
 
 /// Unpacks `data` (a tar, plain or compressed) as one layer.

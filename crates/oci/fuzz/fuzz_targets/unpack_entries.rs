@@ -51,7 +51,11 @@ fn build(entries: &[Entry]) -> Vec<u8> {
         };
         h.set_entry_type(kind);
         h.set_mode(u32::from(e.mode) & 0o7777);
-        let data: &[u8] = if kind == tar::EntryType::Regular { &e.data } else { &[] };
+        let data: &[u8] = if kind == tar::EntryType::Regular {
+            &e.data
+        } else {
+            &[]
+        };
         h.set_size(e.declared_size.unwrap_or(data.len() as u64));
         // Written raw: the tar crate's setters refuse `..`, which is exactly what is wanted here.
         if e.pax_path {
