@@ -169,6 +169,11 @@ impl AegisHome {
         self.root.join("layers")
     }
 
+    /// Registry logins in the Docker `config.json` shape (docs/IMAGES.md).
+    pub fn registry_auth_file(&self) -> PathBuf {
+        self.root.join("auth.json")
+    }
+
     /// `<home>/workspaces`: one directory per named workspace.
     pub fn workspaces_dir(&self) -> PathBuf {
         self.root.join("workspaces")

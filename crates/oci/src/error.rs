@@ -41,7 +41,7 @@ pub enum Error {
     },
 
     /// The registry refused access.
-    #[error("registry {registry} refused access to {reference}: {detail} (for a private image set AEGIS_REGISTRY_USERNAME and AEGIS_REGISTRY_PASSWORD)")]
+    #[error("registry {registry} refused access to {reference}: {detail} (for a private image put a login for {registry} in the credentials file, see docs/IMAGES.md)")]
     Unauthorized {
         /// The canonical reference.
         reference: String,
@@ -73,6 +73,61 @@ pub enum Error {
         expected: String,
         /// The digest of what was received.
         actual: String,
+    },
+
+    /// A login could not be used safely, or the credentials file is unusable.
+    #[error("will not send the credentials for registry {registry}: {reason}")]
+    UnsafeLogin {
+        /// The registry host the login belongs to.
+        registry: String,
+        /// Why sending them was refused.
+        reason: String,
+    },
+
+    /// The credentials file cannot be read or parsed.
+    #[error("cannot use the registry credentials file {path}: {detail} (expected the Docker `config.json` shape, `{{\"auths\": {{\"host[:port]\": {{\"auth\": \"<base64 of user:password>\"}}}}}}`)")]
+    CredentialsFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        detail: String,
+    },
+
+    /// A blob is larger than the store's blob size limit.
+    #[error("{what} {digest} of {reference} is larger than the blob size limit of {} ({size}); nothing was stored (if the image is trusted, raise `max_blob_bytes` in the image limits)", crate::limits::human(*.limit))]
+    BlobOverLimit {
+        /// The canonical reference.
+        reference: String,
+        /// What the blob is (config, layer).
+        what: &'static str,
+        /// The blob digest.
+        digest: String,
+        /// The limit, in bytes.
+        limit: u64,
+        /// What is known of its size (declared, or at least received).
+        size: String,
+    },
+
+    /// The registry sent more bytes for a blob than its manifest declares.
+    #[error("registry sent more than the {declared} bytes the manifest declares for {what} {digest} of {reference}; the download was stopped and nothing was stored (the registry or a proxy is broken or hostile)")]
+    BlobOverDeclared {
+        /// The canonical reference.
+        reference: String,
+        /// What the blob is (config, layer).
+        what: &'static str,
+        /// The blob digest.
+        digest: String,
+        /// The size the manifest declares.
+        declared: u64,
+    },
+
+    /// A layer unpacks to more than the unpacked-layer limit (e.g. a decompression bomb).
+    #[error("layer {layer} unpacks to more than the limit of {} of uncompressed data; unpacking stopped and its partial output was removed (a decompression bomb, or a very large layer: if the image is trusted, raise `max_layer_unpacked_bytes` in the image limits)", crate::limits::human(*.limit))]
+    LayerOverLimit {
+        /// The layer digest (or a description).
+        layer: String,
+        /// The limit, in bytes.
+        limit: u64,
     },
 
     /// A manifest list / OCI index has no linux/amd64 image.

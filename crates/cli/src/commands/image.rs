@@ -43,8 +43,9 @@ enum Command {
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 REF: [REGISTRY/]REPOSITORY[:TAG|@sha256:DIGEST]; Docker Hub and `latest` when left out.
-Registries on loopback are spoken to over HTTP, all others over HTTPS. Credentials:
-AEGIS_REGISTRY_USERNAME and AEGIS_REGISTRY_PASSWORD in aegisd's environment.
+Registries on loopback are spoken to over HTTP, all others over HTTPS. Logins: per
+registry in <aegis home>/auth.json (Docker config.json shape: {\"auths\": {\"host[:port]\":
+{\"auth\": \"<base64 of user:password>\"}}}); see docs/IMAGES.md.
 
 Examples:
   aegis image pull alpine

@@ -89,18 +89,33 @@ pub fn store_error(e: aegis_oci::Error) -> ApiError {
     let code = match &e {
         E::InvalidReference { .. } => ErrorCode::InvalidRequest,
         E::NotFound { .. } | E::ImageNotInStore { .. } => ErrorCode::NotFound,
-        E::Unreachable { .. } | E::Unauthorized { .. } => ErrorCode::Unavailable,
-        E::DigestMismatch { .. } | E::Unsupported { .. } | E::NoPlatform { .. } => {
-            ErrorCode::InvalidRequest
+        E::Unreachable { .. } | E::Unauthorized { .. } | E::CredentialsFile { .. } => {
+            ErrorCode::Unavailable
         }
+        E::DigestMismatch { .. }
+        | E::Unsupported { .. }
+        | E::NoPlatform { .. }
+        | E::UnsafeLogin { .. }
+        | E::BlobOverLimit { .. }
+        | E::BlobOverDeclared { .. }
+        | E::LayerOverLimit { .. } => ErrorCode::InvalidRequest,
         _ => ErrorCode::Internal,
     };
     ApiError::new(code, e.to_string())
 }
 
 impl Images {
+    /// Opens the image store under `home` with the default [`aegis_oci::Limits`].
     pub fn open(home: &AegisHome) -> anyhow::Result<Images> {
-        let store = Store::open(home.image_store_dir())?;
+        Images::open_with(home, aegis_oci::Limits::default())
+    }
+
+    /// Opens the image store under `home`: pulls and unpacks are bounded by `limits`, and
+    /// registry logins come from [`AegisHome::registry_auth_file`] (see docs/IMAGES.md).
+    pub fn open_with(home: &AegisHome, limits: aegis_oci::Limits) -> anyhow::Result<Images> {
+        let store = Store::open(home.image_store_dir())?
+            .with_limits(limits)
+            .with_credentials_file(home.registry_auth_file());
         let disks = home.layer_disks_dir();
         crate::daemon::create_private_dir(&disks)?;
         Ok(Images {
