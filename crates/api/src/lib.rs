@@ -21,7 +21,7 @@ pub use app::{
     App, AppServed, AppServing, CreateApp, PublishRelease, Release, ReleaseConfig, ReleaseLayer,
     ServeApp,
 };
-pub use error::{ApiError, ErrorBody, ErrorCode};
+pub use error::{error_chain, ApiError, ErrorBody, ErrorCode};
 pub use home::{AegisHome, HomeError, HOME_ENV};
 pub use image::{ImageInfo, ImageKind, PullEvent, PullImage};
 pub use instance::{

@@ -9,16 +9,7 @@ pub fn error_line(e: &anyhow::Error) -> String {
 }
 
 /// An error and its sources, `outer: inner: root`.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
-}
+pub use aegis_api::error_chain as chain;
 
 fn lowercase_first(s: &str) -> String {
     let mut chars = s.chars();

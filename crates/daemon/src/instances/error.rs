@@ -1,6 +1,6 @@
 //! What can go wrong in an instance's lifecycle, and the one place these become API errors.
 
-use aegis_api::{ApiError, ErrorCode};
+use aegis_api::{error_chain, ApiError, ErrorCode};
 use aegis_router::WakeError;
 
 use crate::vm::LaunchError;
@@ -107,18 +107,6 @@ impl From<LifecycleError<'_>> for ApiError {
             LifecycleError::Pause(e) => ApiError::new(ErrorCode::Conflict, error_chain(&e)),
         }
     }
-}
-
-/// An error's message with its causes.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 #[cfg(test)]

@@ -15,10 +15,11 @@ use aegis_router::WakeError;
 use tokio_util::sync::CancellationToken;
 
 use super::connector::Connector;
-use super::error::{error_chain, PauseRefused, WakeFailure};
+use super::error::{PauseRefused, WakeFailure};
 use super::runtime::InstanceRuntime;
 use crate::daemon::Daemon;
 use crate::vm::{self, GuestVm};
+use aegis_api::error_chain;
 
 /// A VM that currently backs the instance.
 pub(super) struct Live {
