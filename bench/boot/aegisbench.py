@@ -28,8 +28,11 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-AEGIS = REPO / "target/release/aegis"
-AEGISD = REPO / "target/release/aegisd"
+# `AEGIS_BENCH_PROFILE=debug` measures the debug build (a quick check of a script; figures
+# for the record come from release builds).
+PROFILE = os.environ.get("AEGIS_BENCH_PROFILE", "release")
+AEGIS = REPO / "target" / PROFILE / "aegis"
+AEGISD = REPO / "target" / PROFILE / "aegisd"
 HARNESS = REPO / "target/x86_64-unknown-linux-gnu/harness/aegis-harness"
 
 INIT_C = r"""
