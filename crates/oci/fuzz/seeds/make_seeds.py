@@ -13,7 +13,8 @@ OUT = "corpus"
 def put(target, name, data):
     d = os.path.join(OUT, target)
     os.makedirs(d, exist_ok=True)
-    with open(os.path.join(d, name), "wb") as f:
+    # seed-*: the committed seeds; libFuzzer adds its own finds beside them (git-ignored).
+    with open(os.path.join(d, "seed-" + name), "wb") as f:
         f.write(data)
 
 
