@@ -40,6 +40,8 @@ pub struct Daemon {
     pub router_addr: std::sync::OnceLock<std::net::SocketAddr>,
     /// Cancelled when the daemon begins to shut down.
     pub shutdown: CancellationToken,
+    /// Takes the places of `max_live_vms` one at a time.
+    pub admission: crate::quotas::Admission,
 }
 
 impl Daemon {
@@ -66,7 +68,7 @@ impl Daemon {
         let registry = Registry::open(&config.home.registry_db())
             .with_context(|| format!("cannot open the registry in {}", config.home.display()))?;
         crate::reconcile::reconcile(&config, &registry).await?;
-        let images = crate::images::Images::open(&config.home)
+        let images = crate::images::Images::open_with(&config.home, config.oci_limits())
             .with_context(|| format!("cannot open the image store in {}", config.home.display()))?;
         Ok(Arc::new(Daemon {
             images: Arc::new(images),
@@ -82,6 +84,7 @@ impl Daemon {
             backend,
             guest,
             shutdown: CancellationToken::new(),
+            admission: Default::default(),
         }))
     }
 
