@@ -32,8 +32,16 @@ fn every_toml_example_in_config_md_parses() {
             panic!("an example of CONFIG.md does not parse: {e}\n{block}");
         }
     }
-    let l = parse(&path, text.split("```toml\n").nth(1).unwrap().split("```").next().unwrap())
-        .unwrap();
+    let l = parse(
+        &path,
+        text.split("```toml\n")
+            .nth(1)
+            .unwrap()
+            .split("```")
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(l.max_live_vms, 8);
     assert_eq!(l.task_output_bytes, 64 << 20);
     assert_eq!(l.free_disk_reserve_bytes, 5 << 30);
@@ -55,7 +63,10 @@ async fn aegisd(args: &[&str]) -> (std::process::ExitStatus, String) {
         .await
         .expect("aegisd started instead of refusing its configuration")
         .unwrap();
-    (out.status, String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[tokio::test]
@@ -78,8 +89,7 @@ async fn an_unknown_key_stops_aegisd_at_start_up() {
     assert!(err.contains("unknown field `router`"), "{err}");
     assert!(err.contains("other.toml"), "{err}");
     let missing = home.path().join("missing.toml");
-    let (status, err) =
-        aegisd(&["--home", home_arg, "--config", missing.to_str().unwrap()]).await;
+    let (status, err) = aegisd(&["--home", home_arg, "--config", missing.to_str().unwrap()]).await;
     assert!(!status.success(), "{err}");
     assert!(err.contains("cannot read the configuration file"), "{err}");
 }
