@@ -142,7 +142,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     create_private_dir(config.home.root())?;
     let _lock = lock_home(&config)?;
     let report = aegis_vmm::host::probe();
-    let backend = aegis_vmm::select::select(config.backend, &report, &Default::default())
+    let options = aegis_vmm::BackendOptions {
+        console_log_bytes: Some(config.limits.console_log_bytes),
+        ..Default::default()
+    };
+    let backend = aegis_vmm::select::select(config.backend, &report, &options)
         .context("no usable VMM backend (run `aegis doctor` for details)")?;
     tracing::info!(backend = %backend.kind(), home = %config.home.display(), "starting aegisd");
     let daemon = Daemon::start(config.clone(), backend).await?;

@@ -33,6 +33,7 @@ use tokio::net::UnixStream;
 
 use crate::backend::{Backend, Channel, Vm, VmExit, VmmError};
 use crate::capabilities::{BackendKind, Capabilities};
+use crate::console_log::ConsoleLog;
 use crate::process::{remove_file_if_exists, tail_file, ProcessSpec, VmmProcess};
 use crate::spec::{SnapshotRef, VmSpec};
 use cmdline::{RunPaths, Start};
@@ -107,6 +108,8 @@ pub struct QemuConfig {
     pub max_vcpus: u32,
     /// The virtiofsd serving shared directories; none: VMs cannot have shares.
     pub virtiofsd: Option<PathBuf>,
+    /// Most bytes kept of one VM's console log ([`crate::console_log`]).
+    pub console_log_bytes: u64,
 }
 
 /// Boots microVMs with QEMU.
@@ -130,9 +133,25 @@ impl QemuBackend {
         let paths = RunPaths::new(&spec.run_dir);
         let argv = cmdline::build(&self.cfg, spec, &paths, start)?;
         // Stale sockets of an earlier VMM in this directory would accept nothing.
-        for stale in [&paths.channel, &paths.qmp, &paths.pid] {
+        for stale in [
+            &paths.channel,
+            &paths.qmp,
+            &paths.pid,
+            &paths.console_socket,
+        ] {
             remove_file_if_exists(stale)?;
         }
+        // Listening before QEMU starts: it connects to the console while it starts up.
+        let console = ConsoleLog::listen(
+            &paths.console_socket,
+            &paths.console,
+            self.cfg.console_log_bytes,
+        )
+        .map_err(|source| VmmError::Io {
+            op: "cannot listen for the serial console on",
+            path: paths.console_socket.clone(),
+            source,
+        })?;
         // QEMU connects to virtiofsd's socket while it starts: virtiofsd goes first.
         let fsd = Virtiofsd::start(self.cfg.virtiofsd.as_deref(), spec).await?;
         let process = match VmmProcess::spawn(ProcessSpec {
@@ -157,6 +176,7 @@ impl QemuBackend {
             cfg: self.cfg.clone(),
             process,
             fsd,
+            _console: console,
             qmp: tokio::sync::Mutex::new(None),
             cleaned: AtomicBool::new(false),
         };
@@ -285,6 +305,8 @@ pub struct QemuVm {
     process: VmmProcess,
     /// virtiofsd of each share (none for most VMs).
     fsd: Virtiofsd,
+    /// Pumps the serial console into the bounded console log while the VM lives.
+    _console: ConsoleLog,
     /// Connected lazily and again after any I/O error or timeout, so a command abandoned
     /// halfway never confuses the next one.
     qmp: tokio::sync::Mutex<Option<Qmp>>,
@@ -622,7 +644,7 @@ impl Vm for QemuVm {
     }
 
     fn console_tail(&self) -> String {
-        tail_file(&self.paths.console, CONSOLE_TAIL_BYTES)
+        crate::console_log::tail(&self.paths.console, CONSOLE_TAIL_BYTES)
     }
 }
 
@@ -695,6 +717,7 @@ mod tests {
             tsc_khz: Some(2_000_000),
             max_vcpus: 2,
             virtiofsd: None,
+            console_log_bytes: crate::console_log::DEFAULT_CONSOLE_LOG_BYTES,
         })
     }
 
