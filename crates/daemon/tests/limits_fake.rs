@@ -8,7 +8,7 @@ use aegis_api::{
     ApiError, CreateInstance, CreateTask, ErrorCode, InstanceState, PortProtocol, PortSpec, Status,
     TaskState,
 };
-use aegis_testkit::daemon::{fixture_with, Fixture};
+use aegis_testkit::daemon::fixture_with;
 use aegis_testkit::net::free_port;
 use aegisd::Daemon;
 use axum::body::Body;
@@ -57,12 +57,6 @@ fn assert_refused(d: &Daemon, e: &ApiError, code: ErrorCode, key: &str, value: &
     assert!(m.contains(&file), "names the file to change, {file}: {m}");
 }
 
-async fn cancel_all(f: &Fixture, ids: &[String]) {
-    for id in ids {
-        f.daemon.tasks.cancel(&f.daemon, id).unwrap();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_live_vms_refuses_a_task_and_an_instance_wake_with_429() {
     let f = fixture_with(|c| c.limits.max_live_vms = 2).await;
@@ -83,14 +77,14 @@ async fn max_live_vms_refuses_a_task_and_an_instance_wake_with_429() {
     assert!(rt.view().last_error.unwrap().contains("max_live_vms"));
 
     // A place frees up when a task ends: the instance wakes then.
-    cancel_all(&f, &[a.id.clone()]).await;
+    d.tasks.cancel(d, &a.id).unwrap();
     wait_task_end(d, &a.id).await;
     d.instances.resume("web").await.unwrap();
     assert_eq!(rt.state(), InstanceState::Running);
     // Now the instance holds the place: a task is refused again.
     let e = d.tasks.create(d, sleeper()).await.unwrap_err();
     assert_eq!(e.error.code, ErrorCode::LimitReached, "{e}");
-    cancel_all(&f, &[b.id]).await;
+    d.tasks.cancel(d, &b.id).unwrap();
     d.instances.delete(d, "web").await.unwrap();
 }
 
