@@ -81,25 +81,31 @@ fn limits_lines(s: &Status) -> String {
         return String::new();
     };
     let b = crate::render::bytes;
-    format!(
-        "limits ([limits] in config.toml):
-           max_live_vms {}, max_instances {}, max_exposed_ports {}
-           instance_log_bytes {} (+ {} rotated files), task_output_bytes {},          console_log_bytes {}
-           max_blob_bytes {}, max_layer_unpacked_bytes {}, max_artifact_bytes {}
-           free_disk_reserve_bytes {}
-",
-        l.max_live_vms,
-        l.max_instances,
-        l.max_exposed_ports,
-        b(l.instance_log_bytes),
-        l.instance_log_rotated_files,
-        b(l.task_output_bytes),
-        b(l.console_log_bytes),
-        b(l.max_blob_bytes),
-        b(l.max_layer_unpacked_bytes),
-        b(l.max_artifact_bytes),
-        b(l.free_disk_reserve_bytes),
-    )
+    [
+        "limits ([limits] in config.toml):".to_string(),
+        format!(
+            "  max_live_vms {}, max_instances {}, max_exposed_ports {}",
+            l.max_live_vms, l.max_instances, l.max_exposed_ports
+        ),
+        format!(
+            "  instance_log_bytes {} (+ {} rotated files), task_output_bytes {}, \
+             console_log_bytes {}",
+            b(l.instance_log_bytes),
+            l.instance_log_rotated_files,
+            b(l.task_output_bytes),
+            b(l.console_log_bytes)
+        ),
+        format!(
+            "  max_blob_bytes {}, max_layer_unpacked_bytes {}, max_artifact_bytes {}",
+            b(l.max_blob_bytes),
+            b(l.max_layer_unpacked_bytes),
+            b(l.max_artifact_bytes)
+        ),
+        format!("  free_disk_reserve_bytes {}", b(l.free_disk_reserve_bytes)),
+    ]
+    .iter()
+    .map(|line| format!("{line}\n"))
+    .collect()
 }
 
 /// Where HTTP instances are reached by name, when the daemon says.
