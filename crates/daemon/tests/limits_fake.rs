@@ -186,3 +186,37 @@ async fn call(d: &Arc<Daemon>, method: &str, path: &str, body: &str) -> (u16, St
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
     (status, String::from_utf8_lossy(&bytes).into_owned())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_never_take_more_places_than_there_are() {
+    let f = fixture_with(|c| c.limits.max_live_vms = 3).await;
+    let d = &f.daemon;
+    let attempts = (0..12).map(|_| {
+        let d = d.clone();
+        tokio::spawn(async move { d.tasks.create(&d, sleeper()).await })
+    });
+    let results = futures::future::join_all(attempts).await;
+    let (mut admitted, mut refused) = (vec![], 0);
+    for r in results {
+        match r.unwrap() {
+            Ok(t) => admitted.push(t.id),
+            Err(e) => {
+                assert_eq!(e.error.code, ErrorCode::LimitReached, "{e}");
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!((admitted.len(), refused), (3, 9));
+    assert_eq!(
+        d.registry.list_tasks().unwrap().len(),
+        3,
+        "refusals recorded nothing"
+    );
+    let dirs = std::fs::read_dir(d.config.home.tasks_dir())
+        .unwrap()
+        .count();
+    assert_eq!(dirs, 3, "refusals left no output directory");
+    for id in &admitted {
+        d.tasks.cancel(d, id).unwrap();
+    }
+}
