@@ -16,6 +16,12 @@ pub enum ErrorCode {
     Unavailable,
     /// A bug or an unexpected failure of the host (500).
     Internal,
+    /// A configured quota is full: too many live VMs, instances or ports (429). The message
+    /// names the limit, its value and the `config.toml` key that raises it.
+    LimitReached,
+    /// The host's free disk under the Aegis home would drop below the configured reserve
+    /// (507).
+    InsufficientStorage,
 }
 
 impl ErrorCode {
@@ -26,6 +32,8 @@ impl ErrorCode {
             ErrorCode::Conflict => 409,
             ErrorCode::Unavailable => 503,
             ErrorCode::Internal => 500,
+            ErrorCode::LimitReached => 429,
+            ErrorCode::InsufficientStorage => 507,
         }
     }
 }

@@ -7,6 +7,7 @@
 //! <home>/aegisd.sock                  API socket (0600)
 //! <home>/aegisd.pid, aegisd.lock      the running daemon; the lock keeps a second one out
 //! <home>/aegisd.log                   daemon output when started by `aegis up`
+//! <home>/config.toml                  daemon configuration: limits (optional; docs/CONFIG.md)
 //! <home>/aegis.db                     registry (SQLite)
 //! <home>/tasks/<id>/                  output and artifacts of a task
 //! <home>/run/<vm-id>/                 a live VM's sockets, scratch disk, console log
@@ -112,6 +113,12 @@ impl AegisHome {
     /// `<home>/aegisd.log`: where `aegis up` sends the daemon's output.
     pub fn log_file(&self) -> PathBuf {
         self.root.join("aegisd.log")
+    }
+
+    /// `<home>/config.toml`: the daemon's configuration file (optional; `aegisd --config`
+    /// reads another).
+    pub fn config_file(&self) -> PathBuf {
+        self.root.join("config.toml")
     }
 
     /// `<home>/aegis.db`: the registry.
@@ -308,6 +315,7 @@ mod tests {
             (h.pid_file(), "/h/aegisd.pid"),
             (h.lock_file(), "/h/aegisd.lock"),
             (h.log_file(), "/h/aegisd.log"),
+            (h.config_file(), "/h/config.toml"),
             (h.registry_db(), "/h/aegis.db"),
             (h.task_dir("t1"), "/h/tasks/t1"),
             (h.vm_run_dir("vm-1"), "/h/run/vm-1"),

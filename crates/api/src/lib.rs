@@ -13,6 +13,7 @@ pub mod error;
 pub mod home;
 pub mod image;
 pub mod instance;
+pub mod limits;
 pub mod status;
 pub mod task;
 pub mod workspace;
@@ -28,6 +29,7 @@ pub use instance::{
     CreateInstance, Endpoint, IdlePolicy, Instance, InstanceState, PortProtocol, PortSpec,
     WakeStats,
 };
+pub use limits::Limits;
 pub use status::{CapabilitiesInfo, Status};
 pub use task::{CreateTask, OutputEvent, StreamName, Task, TaskState};
 pub use workspace::{CreateWorkspace, Workspace, WorkspaceMode, WorkspaceSpec};

@@ -24,6 +24,10 @@ pub struct Status {
     /// other image name is an OCI reference to pull.
     #[serde(default)]
     pub builtin_images: Vec<String>,
+    /// The limits in force (the daemon's `config.toml` over the defaults; docs/CONFIG.md).
+    /// Absent from a daemon older than the config file.
+    #[serde(default)]
+    pub limits: Option<crate::Limits>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

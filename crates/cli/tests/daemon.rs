@@ -25,6 +25,19 @@ fn status() -> Status {
         router_addr: "127.0.0.1:8099".into(),
         instances: 1,
         builtin_images: vec!["busybox".into(), "debian".into()],
+        limits: Some(aegis_api::Limits {
+            max_live_vms: 32,
+            max_instances: 128,
+            max_exposed_ports: 16,
+            instance_log_bytes: 16 << 20,
+            instance_log_rotated_files: 2,
+            task_output_bytes: 256 << 20,
+            console_log_bytes: 1 << 20,
+            max_blob_bytes: 10 << 30,
+            max_layer_unpacked_bytes: 20 << 30,
+            max_artifact_bytes: 1 << 30,
+            free_disk_reserve_bytes: 1 << 30,
+        }),
     }
 }
 
@@ -58,6 +71,13 @@ async fn status_says_whether_the_daemon_runs() {
         "{}",
         stdout(&o)
     );
+    for shown in [
+        "max_live_vms 32, max_instances 128, max_exposed_ports 16",
+        "instance_log_bytes 16.0 MiB (+ 2 rotated files)",
+        "free_disk_reserve_bytes 1.0 GiB",
+    ] {
+        assert!(stdout(&o).contains(shown), "{shown}: {}", stdout(&o));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

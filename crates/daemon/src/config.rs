@@ -12,12 +12,16 @@ pub struct Config {
     pub backend: BackendChoice,
     /// The shared HTTP router port (Host routing). Port 0 picks a free one.
     pub router_addr: std::net::SocketAddr,
-    /// Most bytes of artifact archives one task may copy back from its guest
-    /// ([`DEFAULT_MAX_ARTIFACT_BYTES`] unless configured); a task may ask for less.
-    pub max_artifact_bytes: u64,
+    /// Quotas and size caps, from the configuration file ([`crate::config_file`]) over the
+    /// defaults. `limits.max_artifact_bytes` is the most bytes of artifact archives one task
+    /// may copy back from its guest; a task may ask for less.
+    pub limits: aegis_api::Limits,
+    /// The configuration file the limits came from (or would have: it is optional), named in
+    /// every refusal so that the user knows where to raise a limit.
+    pub config_file: PathBuf,
 }
 
-/// Default cap on one task's artifacts: 1 GiB.
+/// Default cap on one task's artifacts (`[limits] max_artifact_bytes`): 1 GiB.
 pub const DEFAULT_MAX_ARTIFACT_BYTES: u64 = 1 << 30;
 
 /// The default shared router address.
@@ -28,12 +32,22 @@ impl Config {
         let backend = backend
             .parse::<BackendChoice>()
             .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let home: AegisHome = home.into();
         Ok(Config {
-            home: home.into(),
+            config_file: home.config_file(),
+            home,
             backend,
             router_addr: DEFAULT_ROUTER_ADDR.parse()?,
-            max_artifact_bytes: DEFAULT_MAX_ARTIFACT_BYTES,
+            limits: crate::config_file::default_limits(),
         })
+    }
+
+    /// The OCI pull and unpack caps of [`Self::limits`].
+    pub fn oci_limits(&self) -> aegis_oci::Limits {
+        aegis_oci::Limits {
+            max_blob_bytes: self.limits.max_blob_bytes,
+            max_layer_unpacked_bytes: self.limits.max_layer_unpacked_bytes,
+        }
     }
 
     /// The guest harness binary (see [`aegis_image::harness_path`]).

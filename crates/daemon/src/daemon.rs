@@ -40,6 +40,8 @@ pub struct Daemon {
     pub router_addr: std::sync::OnceLock<std::net::SocketAddr>,
     /// Cancelled when the daemon begins to shut down.
     pub shutdown: CancellationToken,
+    /// Takes the places of `max_live_vms` one at a time.
+    pub admission: crate::quotas::Admission,
 }
 
 impl Daemon {
@@ -66,7 +68,7 @@ impl Daemon {
         let registry = Registry::open(&config.home.registry_db())
             .with_context(|| format!("cannot open the registry in {}", config.home.display()))?;
         crate::reconcile::reconcile(&config, &registry).await?;
-        let images = crate::images::Images::open(&config.home)
+        let images = crate::images::Images::open_with(&config.home, config.oci_limits())
             .with_context(|| format!("cannot open the image store in {}", config.home.display()))?;
         Ok(Arc::new(Daemon {
             images: Arc::new(images),
@@ -82,6 +84,7 @@ impl Daemon {
             backend,
             guest,
             shutdown: CancellationToken::new(),
+            admission: Default::default(),
         }))
     }
 
@@ -139,7 +142,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     create_private_dir(config.home.root())?;
     let _lock = lock_home(&config)?;
     let report = aegis_vmm::host::probe();
-    let backend = aegis_vmm::select::select(config.backend, &report, &Default::default())
+    let options = aegis_vmm::BackendOptions {
+        console_log_bytes: Some(config.limits.console_log_bytes),
+        ..Default::default()
+    };
+    let backend = aegis_vmm::select::select(config.backend, &report, &options)
         .context("no usable VMM backend (run `aegis doctor` for details)")?;
     tracing::info!(backend = %backend.kind(), home = %config.home.display(), "starting aegisd");
     let daemon = Daemon::start(config.clone(), backend).await?;

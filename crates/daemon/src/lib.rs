@@ -4,11 +4,13 @@
 pub mod api;
 pub mod apps;
 pub mod config;
+pub mod config_file;
 pub mod daemon;
 pub mod guest;
 pub mod ids;
 pub mod images;
 pub mod instances;
+pub mod quotas;
 pub mod reconcile;
 mod sparse_copy;
 pub mod tasks;

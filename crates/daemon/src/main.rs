@@ -23,6 +23,10 @@ struct Args {
     /// warning at start-up (docs/ROUTER.md, "Exposure").
     #[arg(long, env = "AEGIS_ROUTER_ADDR", default_value = aegisd::config::DEFAULT_ROUTER_ADDR)]
     router_addr: std::net::SocketAddr,
+    /// The configuration file (limits; docs/CONFIG.md) [default: <home>/config.toml, used
+    /// only if it exists]. A file named here must exist. An unknown key stops the daemon.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -39,8 +43,12 @@ fn main() -> anyhow::Result<()> {
         Some(dir) => AegisHome::at(dir)?,
         None => AegisHome::from_env()?,
     };
+    let file = args.config.clone().unwrap_or_else(|| home.config_file());
+    let limits = aegisd::config_file::load(&file, args.config.is_some())?;
     let mut config = aegisd::config::Config::new(home, &args.backend)?;
     config.router_addr = args.router_addr;
+    config.limits = limits;
+    config.config_file = file;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -211,7 +211,7 @@ async fn an_over_cap_artifact_fails_the_task_and_keeps_nothing() {
 
 #[tokio::test]
 async fn the_daemon_cap_bounds_a_task_that_asks_for_more() {
-    let f = fixture_with(|c| c.max_artifact_bytes = 1 << 20).await;
+    let f = fixture_with(|c| c.limits.max_artifact_bytes = 1 << 20).await;
     let mut r = with_artifacts("head -c 2097152 /dev/zero > b.bin");
     r.max_artifact_bytes = Some(1 << 30);
     let t = f.daemon.tasks.create(&f.daemon, r).await.unwrap();

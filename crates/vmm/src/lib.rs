@@ -16,6 +16,7 @@
 
 pub mod backend;
 pub mod capabilities;
+pub mod console_log;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
 pub mod host;

@@ -77,6 +77,9 @@ pub struct BackendOptions {
     pub qemu_accel: Option<Accel>,
     /// Firecracker binary to use instead of the probed one.
     pub firecracker_binary: Option<PathBuf>,
+    /// Most bytes kept of one VM's console log; default
+    /// [`crate::console_log::DEFAULT_CONSOLE_LOG_BYTES`].
+    pub console_log_bytes: Option<u64>,
 }
 
 /// Whether one backend can run here, and why (for `aegis doctor`).
@@ -250,6 +253,9 @@ fn qemu(report: &HostReport, opts: &BackendOptions) -> Result<Arc<dyn Backend>, 
         tsc_khz: report.tsc_khz,
         max_vcpus: report.cores,
         virtiofsd: report.virtiofsd.path().map(std::path::Path::to_path_buf),
+        console_log_bytes: opts
+            .console_log_bytes
+            .unwrap_or(crate::console_log::DEFAULT_CONSOLE_LOG_BYTES),
     })))
 }
 

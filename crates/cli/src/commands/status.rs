@@ -10,7 +10,8 @@ use crate::exit;
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Shows the shared router address, where the HTTP ports of instances are reached by name
-(`curl -H 'Host: web' http://127.0.0.1:PORT/`). Exits 0 when the daemon answers, 1 when it is not running. With --json, prints the daemon's
+(`curl -H 'Host: web' http://127.0.0.1:PORT/`), and the limits in force (the daemon's
+config.toml over the defaults; docs/CONFIG.md names every key). Exits 0 when the daemon answers, 1 when it is not running. With --json, prints the daemon's
 `GET /v1/status` object, or {\"status\": \"not_running\", \"socket\": ...}.
 
 Examples:
@@ -71,6 +72,40 @@ fn describe(s: &Status) -> String {
         s.tasks_running,
         s.instances
     ) + &router_line(s)
+        + &limits_lines(s)
+}
+
+/// The limits in force, each under its `config.toml` key, when the daemon says.
+fn limits_lines(s: &Status) -> String {
+    let Some(l) = &s.limits else {
+        return String::new();
+    };
+    let b = crate::render::bytes;
+    [
+        "limits ([limits] in config.toml):".to_string(),
+        format!(
+            "  max_live_vms {}, max_instances {}, max_exposed_ports {}",
+            l.max_live_vms, l.max_instances, l.max_exposed_ports
+        ),
+        format!(
+            "  instance_log_bytes {} (+ {} rotated files), task_output_bytes {}, \
+             console_log_bytes {}",
+            b(l.instance_log_bytes),
+            l.instance_log_rotated_files,
+            b(l.task_output_bytes),
+            b(l.console_log_bytes)
+        ),
+        format!(
+            "  max_blob_bytes {}, max_layer_unpacked_bytes {}, max_artifact_bytes {}",
+            b(l.max_blob_bytes),
+            b(l.max_layer_unpacked_bytes),
+            b(l.max_artifact_bytes)
+        ),
+        format!("  free_disk_reserve_bytes {}", b(l.free_disk_reserve_bytes)),
+    ]
+    .iter()
+    .map(|line| format!("{line}\n"))
+    .collect()
 }
 
 /// Where HTTP instances are reached by name, when the daemon says.

@@ -42,6 +42,7 @@ pub async fn publish(
     body: Bytes,
 ) -> Result<(StatusCode, Json<Release>), Error> {
     let req: PublishRelease = parse_body(&body)?;
+    crate::quotas::check_free_disk(&d, "publish a release")?;
     Ok((
         StatusCode::CREATED,
         Json(d.apps.publish(&d, &name, req).await?),

@@ -16,6 +16,7 @@ pub async fn pull(State(d): State<Arc<Daemon>>, body: Bytes) -> Result<Response,
     let req: PullImage = parse_body(&body)?;
     // Refuse a malformed reference before starting a stream.
     images::canonical(&req.reference)?;
+    crate::quotas::check_free_disk(&d, "pull an image")?;
     Ok(ndjson_response(images::pull::start(d, req)))
 }
 

@@ -33,6 +33,7 @@ pub async fn status(State(d): State<Arc<Daemon>>) -> Json<Status> {
             .iter()
             .map(|b| b.name().to_string())
             .collect(),
+        limits: Some(d.config.limits.clone()),
     })
 }
 

@@ -48,6 +48,9 @@ pub enum WakeFailure {
     Cancelled,
     #[error("{0}")]
     Unservable(String),
+    /// A limit of the daemon's configuration refused the new VM (docs/CONFIG.md).
+    #[error("{0}")]
+    Refused(ApiError),
 }
 
 impl WakeFailure {
@@ -101,11 +104,22 @@ impl From<LifecycleError<'_>> for ApiError {
     fn from(e: LifecycleError<'_>) -> ApiError {
         match e {
             LifecycleError::Wake { key, error } => ApiError::new(
-                ErrorCode::Unavailable,
+                refusal_code(&error).unwrap_or(ErrorCode::Unavailable),
                 format!("cannot wake instance {key}: {}", error_chain(&error)),
             ),
             LifecycleError::Pause(e) => ApiError::new(ErrorCode::Conflict, error_chain(&e)),
         }
+    }
+}
+
+/// The code of a limit that refused the wake (429, 507), kept so the client sees it.
+fn refusal_code(error: &WakeError) -> Option<ErrorCode> {
+    match error {
+        WakeError::Failed(e) => match e.downcast_ref::<WakeFailure>()? {
+            WakeFailure::Refused(api) => Some(api.error.code),
+            _ => None,
+        },
+        WakeError::Gone => None,
     }
 }
 

@@ -128,9 +128,24 @@ impl InstanceRuntime {
         self.connector.lock().take();
         if let Some(old) = slot.take() {
             retire(daemon, old).await;
+            self.set_state(InstanceState::Terminated);
         }
-        self.set_state(InstanceState::Booting);
-        None
+        let what = format!("instance {}", self.name);
+        let admitted = crate::quotas::check_free_disk(daemon, &format!("start a VM for {what}"))
+            .and_then(|()| {
+                daemon
+                    .admission
+                    .admit_vm(daemon, &what, Some(&self.id), || {
+                        self.set_state(InstanceState::Booting)
+                    })
+            });
+        match admitted {
+            Ok(()) => None,
+            Err(refused) => {
+                self.note_error(refused.to_string());
+                Some(Err(WakeError::failed(WakeFailure::Refused(refused))))
+            }
+        }
     }
 
     /// Puts a VM brought up by a wake in the slot, unless the wake was cancelled meanwhile

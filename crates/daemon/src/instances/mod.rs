@@ -69,6 +69,11 @@ impl InstanceManager {
         self.instances.lock().values().find(|rt| pred(rt)).cloned()
     }
 
+    /// How many instances `pred` holds for.
+    pub fn count(&self, pred: impl Fn(&InstanceRuntime) -> bool) -> usize {
+        self.instances.lock().values().filter(|rt| pred(rt)).count()
+    }
+
     /// The router upstream of instance `key` (id or name).
     fn upstream(
         &self,
@@ -116,6 +121,8 @@ impl InstanceManager {
                 }
             }
         }
+        crate::quotas::check_instances(daemon)?;
+        crate::quotas::check_exposed_ports(daemon, req.expose.len())?;
         validate(&req, &HostLimits::probe())?;
         let workspace = crate::workspaces::check_request(daemon, req.workspace.as_deref())?;
         req.workspace = workspace.as_ref().map(|w| w.as_request());
@@ -222,7 +229,12 @@ impl InstanceManager {
 
     fn open_log(&self, daemon: &Daemon, id: &str) -> Result<Arc<OutputLog>, ApiError> {
         let dir = daemon.config.home.instance_dir(id);
-        let log = OutputLog::create(&dir)
+        let limits = &daemon.config.limits;
+        let bound = output::Bound::Rotate {
+            file_bytes: limits.instance_log_bytes,
+            keep: limits.instance_log_rotated_files,
+        };
+        let log = OutputLog::create(&dir, bound)
             .map_err(|e| internal(format!("cannot create {}: {e}", dir.display())))?;
         Ok(Arc::new(log))
     }

@@ -60,9 +60,18 @@ impl InstanceRuntime {
     /// memory snapshot (and virtio-fs cannot be migrated): an instance with a workspace
     /// cold-boots after each terminate.
     pub(super) fn should_snapshot(&self, daemon: &Daemon) -> bool {
-        daemon.backend.capabilities().memory_snapshot
+        let wanted = daemon.backend.capabilities().memory_snapshot
             && self.snapshot.lock().is_none()
-            && self.target.workspace.is_none()
+            && self.target.workspace.is_none();
+        // A snapshot is a cache: under the free-disk reserve it is skipped, not an error.
+        if let (true, Err(e)) = (
+            wanted,
+            crate::quotas::check_free_disk(daemon, "take a snapshot"),
+        ) {
+            tracing::warn!(instance = %self.id, error = %e, "no memory snapshot");
+            return false;
+        }
+        wanted
     }
 
     /// Saves the freshly booted, ready VM of `release` as a memory snapshot (plus a copy of

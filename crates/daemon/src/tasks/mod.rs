@@ -5,6 +5,7 @@
 //! VM. Clients follow the output by byte offsets, live or after the fact.
 
 pub mod artifacts;
+mod log_files;
 pub mod output;
 mod run;
 
@@ -75,6 +76,7 @@ impl TaskManager {
         }
         let limits = HostLimits::probe();
         validate(&req, &limits)?;
+        crate::quotas::check_free_disk(daemon, "start a task's VM")?;
         let assets = root.assets;
         let workspace = crate::workspaces::check_request(daemon, req.workspace.as_deref())?;
         let task = Task {
@@ -105,23 +107,35 @@ impl TaskManager {
                 .release(task.workspace.as_deref(), &task.id)
         };
         let dir = self.task_dir(daemon, &task.id);
-        let output = OutputLog::create(&dir).map_err(|e| {
+        let bound = output::Bound::Cap {
+            bytes: daemon.config.limits.task_output_bytes,
+        };
+        let output = OutputLog::create(&dir, bound).map_err(|e| {
             release();
             internal(format!(
                 "cannot create the output directory {}: {e}",
                 dir.display()
             ))
         })?;
-        daemon.registry.insert_task(&task).map_err(|e| {
-            release();
-            internal(e.to_string())
-        })?;
         let live = Arc::new(LiveTask {
             cancel: CancellationToken::new(),
             reason: Mutex::new(None),
             output,
         });
-        self.live.lock().insert(task.id.clone(), live.clone());
+        // Counted as a live VM from here until its runner ends.
+        let admitted = daemon.admission.admit_vm(daemon, "a task", None, || {
+            self.live.lock().insert(task.id.clone(), live.clone());
+        });
+        if let Err(refused) = admitted.and_then(|()| {
+            daemon.registry.insert_task(&task).map_err(|e| {
+                self.finished(&task.id);
+                internal(e.to_string())
+            })
+        }) {
+            release();
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(refused);
+        }
         let span = tracing::info_span!("task", id = %task.id);
         self.runners.spawn(tracing::Instrument::instrument(
             run::run(daemon.clone(), task.clone(), req, assets, live),

@@ -1,10 +1,9 @@
 //! Durable task output: one file per stream, appended as bytes arrive, plus a watch channel
 //! so followers learn of new bytes. The files are the truth: a client can read any range at
-//! any time (byte cursors), during the task or long after, across daemon restarts.
+//! any time (byte cursors), during the task or long after, across daemon restarts. Disk use is
+//! bounded ([`Bound`]): a task's streams are capped, an instance's rotated.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use aegis_api::StreamName;
@@ -28,48 +27,47 @@ impl OutputState {
     }
 }
 
-pub fn stream_path(dir: &Path, stream: StreamName) -> PathBuf {
-    dir.join(match stream {
-        StreamName::Stdout => "stdout",
-        StreamName::Stderr => "stderr",
-    })
-}
+use super::log_files::{end_on_disk, read_at, StreamFile};
+pub use super::log_files::{stream_path, Bound};
 
-/// The writer side, owned by a running task.
+/// The writer side, owned by a running task or an instance.
 pub struct OutputLog {
-    files: Mutex<(File, File)>,
+    files: Mutex<(StreamFile, StreamFile)>,
     state: watch::Sender<OutputState>,
 }
 
 impl OutputLog {
-    pub fn create(dir: &Path) -> std::io::Result<Self> {
+    /// Opens the log in `dir` (creating it), carrying on after what is there already.
+    pub fn create(dir: &Path, bound: Bound) -> std::io::Result<Self> {
         fs::create_dir_all(dir)?;
-        let open = |s| {
-            OpenOptions::new()
-                .create(true)
-                .append(true)
-                .mode(0o600)
-                .open(stream_path(dir, s))
+        let files = (
+            StreamFile::open(dir, StreamName::Stdout, bound)?,
+            StreamFile::open(dir, StreamName::Stderr, bound)?,
+        );
+        let state = OutputState {
+            stdout: files.0.end(),
+            stderr: files.1.end(),
+            done: false,
         };
-        let files = (open(StreamName::Stdout)?, open(StreamName::Stderr)?);
         Ok(OutputLog {
             files: Mutex::new(files),
-            state: watch::channel(OutputState::default()).0,
+            state: watch::channel(state).0,
         })
     }
 
-    /// Appends `bytes` to `stream`. Small synchronous writes to a local file: cheaper than a
-    /// hop to the blocking pool, and ordering is trivially preserved.
+    /// Appends `bytes` to `stream`, within the log's bound. Small synchronous writes to a
+    /// local file: cheaper than a hop to the blocking pool, and ordering is trivially
+    /// preserved.
     pub fn append(&self, stream: StreamName, bytes: &[u8]) -> std::io::Result<()> {
         let mut files = self.files.lock();
         let file = match stream {
             StreamName::Stdout => &mut files.0,
             StreamName::Stderr => &mut files.1,
         };
-        file.write_all(bytes)?;
+        let end = file.end() + file.append(bytes)?;
         self.state.send_modify(|s| match stream {
-            StreamName::Stdout => s.stdout += bytes.len() as u64,
-            StreamName::Stderr => s.stderr += bytes.len() as u64,
+            StreamName::Stdout => s.stdout = end,
+            StreamName::Stderr => s.stderr = end,
         });
         Ok(())
     }
@@ -114,12 +112,12 @@ pub fn feed(
             ] {
                 while *offset < state.len(stream) {
                     let want = (state.len(stream) - *offset).min(EVENT_CHUNK as u64) as usize;
-                    let chunk = match read_chunk(&dir, stream, *offset, want) {
-                        Ok(c) if !c.is_empty() => c,
+                    let (at, chunk) = match read_at(&dir, stream, *offset, want) {
+                        Ok((at, c)) if !c.is_empty() => (at, c),
                         _ => break,
                     };
-                    let event = aegis_api::OutputEvent::output(stream, *offset, &chunk);
-                    *offset += chunk.len() as u64;
+                    let event = aegis_api::OutputEvent::output(stream, at, &chunk);
+                    *offset = at + chunk.len() as u64;
                     if tx.send(ndjson(&event)).await.is_err() {
                         return; // the client went away
                     }
@@ -161,34 +159,21 @@ fn ndjson(event: &aegis_api::OutputEvent) -> bytes::Bytes {
     line.into()
 }
 
-/// Reads up to `max` bytes of `stream` from `offset`.
+/// Reads up to `max` bytes of `stream` from `offset` (bytes rotated away are skipped).
 pub fn read_chunk(
     dir: &Path,
     stream: StreamName,
     offset: u64,
     max: usize,
 ) -> std::io::Result<Vec<u8>> {
-    let mut f = match File::open(stream_path(dir, stream)) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
-    f.seek(SeekFrom::Start(offset))?;
-    let mut buf = Vec::with_capacity(max);
-    f.take(max as u64).read_to_end(&mut buf)?;
-    Ok(buf)
+    read_at(dir, stream, offset, max).map(|(_, bytes)| bytes)
 }
 
-/// Sizes of the stream files of an ended task.
+/// Where the streams of an ended task end.
 pub fn final_state(dir: &Path) -> OutputState {
-    let len = |s| {
-        fs::metadata(stream_path(dir, s))
-            .map(|m| m.len())
-            .unwrap_or(0)
-    };
     OutputState {
-        stdout: len(StreamName::Stdout),
-        stderr: len(StreamName::Stderr),
+        stdout: end_on_disk(dir, StreamName::Stdout),
+        stderr: end_on_disk(dir, StreamName::Stderr),
         done: true,
     }
 }
@@ -200,7 +185,7 @@ mod tests {
     #[test]
     fn appends_are_readable_at_any_offset() {
         let dir = tempfile::tempdir().unwrap();
-        let log = OutputLog::create(dir.path()).unwrap();
+        let log = OutputLog::create(dir.path(), Bound::Cap { bytes: 1 << 20 }).unwrap();
         let mut rx = log.subscribe();
         log.append(StreamName::Stdout, b"hello ").unwrap();
         log.append(StreamName::Stdout, b"world").unwrap();

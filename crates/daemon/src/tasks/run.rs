@@ -266,7 +266,7 @@ async fn copy_artifacts(
     stop: &mut (impl Future<Output = Ending> + Unpin),
 ) -> Result<(), Ending> {
     let dir = daemon.tasks.task_dir(daemon, &task.id).join("artifacts");
-    let daemon_cap = daemon.config.max_artifact_bytes;
+    let daemon_cap = daemon.config.limits.max_artifact_bytes;
     let cap = req
         .max_artifact_bytes
         .map_or(daemon_cap, |c| c.min(daemon_cap));

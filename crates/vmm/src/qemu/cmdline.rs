@@ -8,7 +8,7 @@
 //!   [with shares: -object memory-backend-memfd,id=mem,size=MiB,share=on
 //!                 -global virtio-mmio.force-legacy=false]
 //!   -kernel K -initrd I -append "console=ttyS0 reboot=t panic=-1 quiet [tsc_early_khz=..] ..."
-//!   -chardev file,id=con0,path=<run>/console.log -serial chardev:con0
+//!   -chardev socket,id=con0,path=<run>/console.sock -serial chardev:con0
 //!   per disk: -drive file=P,if=none,id=dN,format=raw,readonly=on|off,cache=writeback
 //!             -device virtio-blk-device,drive=dN,serial=S
 //!   per share: -chardev socket,id=fsN,path=<run>/fsN.sock
@@ -23,7 +23,9 @@
 //! reconciles after a restart. A shared directory (virtio-fs) needs guest RAM that
 //! virtiofsd can map, hence the memfd backend with `share=on` whenever there is one, and modern
 //! (version 2) virtio-mmio transports: libvhost-user refuses legacy virtio devices, which is
-//! what microvm's transports default to. Paths inside comma-separated option values have their commas
+//! what microvm's transports default to. The serial console goes to a socket aegis listens on
+//! (QEMU connects as a client), never to a file: the pump behind it bounds the console log
+//! ([`crate::console_log`]). Paths inside comma-separated option values have their commas
 //! doubled (QEMU's escape); other paths are separate arguments and need no escaping.
 
 use std::path::{Path, PathBuf};
@@ -49,6 +51,8 @@ const MAX_SOCKET_PATH: usize = 107;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunPaths {
     pub console: PathBuf,
+    /// Where the console pump listens for QEMU's serial chardev.
+    pub console_socket: PathBuf,
     pub channel: PathBuf,
     pub qmp: PathBuf,
     pub log: PathBuf,
@@ -59,6 +63,7 @@ impl RunPaths {
     pub fn new(run_dir: &Path) -> RunPaths {
         RunPaths {
             console: run_dir.join("console.log"),
+            console_socket: run_dir.join("console.sock"),
             channel: run_dir.join("channel.sock"),
             qmp: run_dir.join("qmp.sock"),
             log: run_dir.join("vmm.log"),
@@ -72,7 +77,7 @@ impl RunPaths {
 pub enum Start {
     /// Boot the kernel.
     Boot,
-    /// Wait for `migrate-incoming` (restore from a snapshot). The console log is appended to.
+    /// Wait for `migrate-incoming` (restore from a snapshot).
     Incoming,
 }
 
@@ -107,7 +112,7 @@ pub fn build(
     let share_sockets: Vec<PathBuf> = (0..spec.shares.len())
         .map(|i| SharePaths::new(&spec.run_dir, i).socket)
         .collect();
-    for sock in [&paths.channel, &paths.qmp]
+    for sock in [&paths.channel, &paths.qmp, &paths.console_socket]
         .into_iter()
         .chain(&share_sockets)
     {
@@ -158,15 +163,11 @@ pub fn build(
     push(&["-kernel", utf8("kernel", &spec.kernel)?]);
     push(&["-initrd", utf8("initramfs", &spec.initramfs)?]);
     push(&["-append", &cmdline]);
-    let append = match start {
-        Start::Boot => "",
-        Start::Incoming => ",append=on",
-    };
     push(&[
         "-chardev",
         &format!(
-            "file,id=con0,path={}{append}",
-            escape(utf8("console log", &paths.console)?)
+            "socket,id=con0,path={}",
+            escape(utf8("console socket", &paths.console_socket)?)
         ),
     ]);
     push(&["-serial", "chardev:con0"]);
@@ -280,6 +281,7 @@ mod tests {
             tsc_khz: Some(2_445_432),
             max_vcpus: 2,
             virtiofsd: None,
+            console_log_bytes: crate::console_log::DEFAULT_CONSOLE_LOG_BYTES,
         }
     }
 
@@ -364,7 +366,7 @@ mod tests {
         assert_eq!(
             after(&argv, "-chardev"),
             [
-                "file,id=con0,path=/run/vm/console.log",
+                "socket,id=con0,path=/run/vm/console.sock",
                 "socket,id=ch0,path=/run/vm/channel.sock,server=on,wait=off",
                 "socket,id=qmp,path=/run/vm/qmp.sock,server=on,wait=off",
             ]
@@ -443,13 +445,13 @@ mod tests {
     }
 
     #[test]
-    fn incoming_defers_and_appends_to_the_console() {
+    fn incoming_defers_and_keeps_the_console_socket() {
         let s = spec();
         let argv = argv_of(&s, Accel::Tcg, Start::Incoming);
         assert_eq!(after(&argv, "-incoming"), ["defer"]);
         assert_eq!(
             after(&argv, "-chardev")[0],
-            "file,id=con0,path=/run/vm/console.log,append=on"
+            "socket,id=con0,path=/run/vm/console.sock"
         );
     }
 

@@ -35,6 +35,7 @@ use serde_json::{json, Value};
 
 use crate::backend::{Backend, Vm, VmmError};
 use crate::capabilities::{BackendKind, Capabilities};
+use crate::console_log::ConsoleLog;
 use crate::process::{remove_file_if_exists, ProcessSpec, VmmProcess};
 use crate::spec::{SnapshotRef, VmSpec};
 use cmdline::{RunPaths, Start};
@@ -108,6 +109,8 @@ pub struct QemuConfig {
     pub max_vcpus: u32,
     /// The virtiofsd serving shared directories; none: VMs cannot have shares.
     pub virtiofsd: Option<PathBuf>,
+    /// Most bytes kept of one VM's console log ([`crate::console_log`]).
+    pub console_log_bytes: u64,
 }
 
 /// Boots microVMs with QEMU.
@@ -131,9 +134,25 @@ impl QemuBackend {
         let paths = RunPaths::new(&spec.run_dir);
         let argv = cmdline::build(&self.cfg, spec, &paths, start)?;
         // Stale sockets of an earlier VMM in this directory would accept nothing.
-        for stale in [&paths.channel, &paths.qmp, &paths.pid] {
+        for stale in [
+            &paths.channel,
+            &paths.qmp,
+            &paths.pid,
+            &paths.console_socket,
+        ] {
             remove_file_if_exists(stale)?;
         }
+        // Listening before QEMU starts: it connects to the console while it starts up.
+        let console = ConsoleLog::listen(
+            &paths.console_socket,
+            &paths.console,
+            self.cfg.console_log_bytes,
+        )
+        .map_err(|source| VmmError::Io {
+            op: "cannot listen for the serial console on",
+            path: paths.console_socket.clone(),
+            source,
+        })?;
         // QEMU connects to virtiofsd's socket while it starts: virtiofsd goes first.
         let fsd = Virtiofsd::start(self.cfg.virtiofsd.as_deref(), spec).await?;
         let process = match VmmProcess::spawn(ProcessSpec {
@@ -158,6 +177,7 @@ impl QemuBackend {
             cfg: self.cfg.clone(),
             process,
             fsd,
+            _console: console,
             qmp: tokio::sync::Mutex::new(None),
             cleaned: AtomicBool::new(false),
         };
@@ -304,6 +324,7 @@ mod tests {
             tsc_khz: Some(2_000_000),
             max_vcpus: 2,
             virtiofsd: None,
+            console_log_bytes: crate::console_log::DEFAULT_CONSOLE_LOG_BYTES,
         })
     }
 

@@ -19,6 +19,7 @@ use super::{
 };
 use crate::backend::{Channel, Vm, VmExit, VmmError};
 use crate::capabilities::BackendKind;
+use crate::console_log::ConsoleLog;
 use crate::process::{remove_file_if_exists, tail_file, VmmProcess};
 use crate::spec::{SnapshotRef, VmSpec};
 
@@ -30,6 +31,8 @@ pub struct QemuVm {
     pub(super) process: VmmProcess,
     /// virtiofsd of each share (none for most VMs).
     pub(super) fsd: Virtiofsd,
+    /// Pumps the serial console into the bounded console log while the VM lives.
+    pub(super) _console: ConsoleLog,
     /// Connected lazily and again after any I/O error or timeout, so a command abandoned
     /// halfway never confuses the next one.
     pub(super) qmp: tokio::sync::Mutex<Option<Qmp>>,
@@ -367,7 +370,7 @@ impl Vm for QemuVm {
     }
 
     fn console_tail(&self) -> String {
-        tail_file(&self.paths.console, CONSOLE_TAIL_BYTES)
+        crate::console_log::tail(&self.paths.console, CONSOLE_TAIL_BYTES)
     }
 }
 
