@@ -13,6 +13,7 @@ pub mod error;
 pub mod home;
 pub mod image;
 pub mod instance;
+pub mod lease;
 pub mod status;
 pub mod task;
 pub mod workspace;
@@ -27,6 +28,10 @@ pub use image::{ImageInfo, ImageKind, PullEvent, PullImage};
 pub use instance::{
     CreateInstance, Endpoint, IdlePolicy, Instance, InstanceState, PortProtocol, PortSpec,
     WakeStats,
+};
+pub use lease::{
+    check_lease_holder, check_lease_ttl, ActivityHolder, AwakeBecause, CreateLease, IdleTimers,
+    Lease, PortConnections, RenewLease, MAX_LEASE_TTL_SECS,
 };
 pub use status::{CapabilitiesInfo, Status};
 pub use task::{CreateTask, OutputEvent, StreamName, Task, TaskState};
