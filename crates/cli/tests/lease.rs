@@ -1,6 +1,8 @@
 //! `aegis instance lease`, `aegis instance leases` and `awake_because` in `aegis instance
 //! inspect`, against a scripted daemon.
 
+// The shared support re-exports scripted-feed helpers (`Then`) this file has no use for.
+#[allow(unused_imports)]
 mod support;
 
 use std::path::PathBuf;

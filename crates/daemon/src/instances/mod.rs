@@ -204,7 +204,7 @@ impl InstanceManager {
         };
         let instance: Arc<dyn aegis_router::Upstream> = Arc::new(InstanceUpstream(rt.clone()));
         let on_port = |p: &aegis_api::PortSpec| {
-            PortUpstream::new(instance.clone(), rt.clone(), p.guest_port, p.protocol)
+            PortUpstream::for_port(instance.clone(), rt.clone(), p.guest_port, p.protocol)
         };
         // The shared port routes to the first HTTP-family port (see `NameResolver`).
         let upstream = match record

@@ -17,7 +17,8 @@ pub struct PortUpstream {
 }
 
 impl PortUpstream {
-    pub fn new(
+    /// The upstream of `rt`'s guest `port`, over `inner` (the instance's one upstream).
+    pub fn for_port(
         inner: Arc<dyn Upstream>,
         rt: Arc<InstanceRuntime>,
         port: u16,
