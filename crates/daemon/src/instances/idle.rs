@@ -74,7 +74,9 @@ impl InstanceRuntime {
             let timers = self.idle_timers();
             let wait = match current {
                 InstanceState::Running => match timers.pause_in {
-                    Some(left) if left.is_zero() => {
+                    // Re-checked last: an exec or lease may have started since the timers
+                    // were read.
+                    Some(left) if left.is_zero() && !self.holders.any_live() => {
                         tracing::info!(instance = %self.id, "idle: pausing");
                         if let Err(e) = self.pause().await {
                             // Retried shortly (a connection being opened, a slow QMP).
@@ -89,7 +91,7 @@ impl InstanceRuntime {
                     None => None,
                 },
                 InstanceState::Paused => match timers.terminate_in {
-                    Some(left) if left.is_zero() => {
+                    Some(left) if left.is_zero() && !self.holders.any_live() => {
                         tracing::info!(instance = %self.id, "idle: terminating");
                         self.terminate().await;
                         continue;
