@@ -238,3 +238,35 @@ async fn leases_lists_and_inspect_shows_awake_because() {
         serde_json::Value::Null
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_instance_ends_the_lease_with_125() {
+    let daemon = FakeAegisd::start(|rec, index| match (rec.method.as_str(), rec.uri.as_str()) {
+        ("POST", "/v1/instances/web/leases") if index == 0 => json(201, &a_lease("lease-1")),
+        ("POST", _) => not_found("no instance 'web'; list instances with `aegis instance ls`"),
+        other => panic!("unexpected {other:?}"),
+    });
+    let o = run_aegis(
+        daemon.home(),
+        &[
+            "instance",
+            "lease",
+            "--ttl",
+            "2s",
+            "--renew-every",
+            "1s",
+            "web",
+        ],
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no longer leasing it"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        daemon.requests_to("DELETE", "/").is_empty(),
+        "nothing to release"
+    );
+}

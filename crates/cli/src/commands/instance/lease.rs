@@ -119,6 +119,7 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<i32> {
         None => None,
     };
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    let mut gone = false;
     let code = loop {
         tokio::select! {
             status = wait(&mut child) => break exit_code(status?),
@@ -128,9 +129,20 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<i32> {
                 Some(c) => forward_sigterm(c),
                 None => break 143,
             },
-            _ = ticks.tick() => lease = renew(client, &args.instance, &request, lease).await,
+            _ = ticks.tick(), if !gone => match renew(client, &args.instance, &request, &lease).await {
+                Renewed::Held(held) => lease = held,
+                Renewed::InstanceGone => {
+                    gone = true;
+                    if child.is_none() {
+                        break 125;
+                    }
+                }
+            },
         }
     };
+    if gone {
+        return Ok(code);
+    }
     match client.release_lease(&args.instance, &lease.id).await {
         Ok(()) => {}
         // Gone already (expired, instance removed, daemon restarted): nothing holds it.
@@ -143,24 +155,34 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<i32> {
     Ok(code)
 }
 
+enum Renewed {
+    Held(Lease),
+    /// The instance was removed: there is nothing left to keep awake.
+    InstanceGone,
+}
+
 /// Renews `lease`; creates a new one if the daemon lost it (a restart), and keeps the old one
 /// on a transient error (the next tick retries; the TTL leaves room for a few).
-async fn renew(client: &Client, instance: &str, request: &CreateLease, lease: Lease) -> Lease {
+async fn renew(client: &Client, instance: &str, request: &CreateLease, lease: &Lease) -> Renewed {
     match client.renew_lease(instance, &lease.id, None).await {
-        Ok(renewed) => renewed,
+        Ok(renewed) => Renewed::Held(renewed),
         Err(e) if e.is_not_found() => {
             eprintln!("aegis: lease {} is gone ({e}); taking a new one", lease.id);
             match client.create_lease(instance, request).await {
-                Ok(new) => new,
+                Ok(new) => Renewed::Held(new),
+                Err(e) if e.is_not_found() => {
+                    eprintln!("aegis: {e}; no longer leasing it");
+                    Renewed::InstanceGone
+                }
                 Err(e) => {
                     eprintln!("aegis: cannot lease instance {instance} again ({e}); retrying");
-                    lease
+                    Renewed::Held(lease.clone())
                 }
             }
         }
         Err(e) => {
             eprintln!("aegis: cannot renew lease {} ({e}); retrying", lease.id);
-            lease
+            Renewed::Held(lease.clone())
         }
     }
 }
