@@ -13,6 +13,7 @@ pub mod error;
 pub mod home;
 pub mod image;
 pub mod instance;
+pub mod lease;
 pub mod limits;
 pub mod status;
 pub mod task;
@@ -28,6 +29,10 @@ pub use image::{ImageInfo, ImageKind, PullEvent, PullImage};
 pub use instance::{
     CreateInstance, Endpoint, IdlePolicy, Instance, InstanceState, PortProtocol, PortSpec,
     WakeStats,
+};
+pub use lease::{
+    check_lease_holder, check_lease_ttl, ActivityHolder, AwakeBecause, CreateLease, IdleTimers,
+    Lease, PortConnections, RenewLease, MAX_LEASE_TTL_SECS,
 };
 pub use limits::Limits;
 pub use status::{CapabilitiesInfo, Status};

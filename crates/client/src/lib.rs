@@ -21,6 +21,7 @@ mod apps;
 mod error;
 mod follow;
 mod images;
+mod leases;
 mod output;
 mod transport;
 
@@ -36,6 +37,7 @@ use hyper::Method;
 pub use apps::PUBLISH_TIMEOUT;
 pub use error::{Error, Result};
 pub use follow::{FollowItem, OutputFollower, DEFAULT_RECONNECT_WINDOW};
+pub use leases::LEASE_WAKE_TIMEOUT;
 pub use output::{NdjsonStream, OutputStream};
 
 /// How long a request (other than the body of the output feed) may take by default.

@@ -4,6 +4,7 @@
 mod apps;
 mod images;
 mod instances;
+mod leases;
 mod status;
 mod tasks;
 mod workspaces;
@@ -13,7 +14,7 @@ use std::sync::Arc;
 use aegis_api::{ApiError, ErrorCode};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 
@@ -45,6 +46,19 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/v1/instances/{id}/resume", post(instances::resume))
         .route("/v1/instances/{id}/stop", post(instances::stop))
         .route("/v1/instances/{id}/logs", get(instances::logs))
+        .route(
+            "/v1/instances/{id}/leases",
+            post(leases::create).get(leases::list),
+        )
+        .route(
+            "/v1/instances/{id}/leases/{lease}",
+            put(leases::renew).delete(leases::release),
+        )
+        .route(
+            "/v1/instances/{id}/leases/{lease}/renew",
+            post(leases::renew),
+        )
+        .route("/v1/instances/{id}/awake", get(leases::awake))
         .route("/v1/apps", post(apps::create).get(apps::list))
         .route("/v1/apps/{name}", get(apps::get).delete(apps::delete))
         .route(

@@ -5,11 +5,14 @@
 //! [`snapshot_cache`], the served process's output in [`logs`], the idle timers in [`idle`];
 //! [`connector`] opens guest ports over the VM's session, [`upstream`] is the router's view.
 
+mod activity_holders;
 mod connector;
 mod error;
 mod idle;
+mod leases;
 mod lifecycle;
 mod logs;
+mod port_upstream;
 pub mod runtime;
 mod snapshot_cache;
 mod target;
@@ -33,9 +36,11 @@ use crate::daemon::Daemon;
 use crate::ids;
 use crate::tasks::output::{self, OutputLog};
 use crate::vm_request::{AsVmRequest, HostLimits};
+pub use activity_holders::{ActivityHolders, HolderGuard};
 pub use aegis_api::error_chain;
 use error::{LifecycleError, PortLost};
 pub use error::{PauseRefused, WakeFailure};
+use port_upstream::PortUpstream;
 use runtime::InstanceRuntime;
 pub use target::validate;
 use target::{router_protocol, url};
@@ -205,7 +210,20 @@ impl InstanceManager {
             deadline: rt.wake_timeout(),
             loading_page: record.target.loading_page.unwrap_or(true),
         };
-        let upstream: Arc<dyn aegis_router::Upstream> = Arc::new(InstanceUpstream(rt.clone()));
+        let instance: Arc<dyn aegis_router::Upstream> = Arc::new(InstanceUpstream(rt.clone()));
+        let on_port = |p: &aegis_api::PortSpec| {
+            PortUpstream::for_port(instance.clone(), rt.clone(), p.guest_port, p.protocol)
+        };
+        // The shared port routes to the first HTTP-family port (see `NameResolver`).
+        let upstream = match record
+            .target
+            .expose
+            .iter()
+            .find(|p| p.protocol != PortProtocol::Tcp)
+        {
+            Some(p) => on_port(p),
+            None => instance.clone(),
+        };
         for (listener, p) in listeners.into_iter().zip(&record.target.expose) {
             let route = PortRoute {
                 guest_port: p.guest_port,
@@ -216,7 +234,7 @@ impl InstanceManager {
                 daemon.router_workers.clone(),
                 listener,
                 route,
-                upstream.clone(),
+                on_port(p),
                 rt.shutdown.clone(),
             ));
             rt.listeners.lock().push(handle);

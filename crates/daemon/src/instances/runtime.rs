@@ -14,6 +14,7 @@ use aegis_router::{ActivityTracker, WakeError, WakeGate};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::activity_holders::ActivityHolders;
 use super::connector::Connector;
 use super::lifecycle::Live;
 use super::snapshot_cache::CachedSnapshot;
@@ -40,6 +41,8 @@ pub struct InstanceRuntime {
     pub(super) waking: Mutex<Option<CancellationToken>>,
     pub gate: WakeGate,
     pub activity: Arc<ActivityTracker>,
+    /// Execs, PTYs and leases that keep the instance awake (see `activity_holders`).
+    pub holders: Arc<ActivityHolders>,
     pub(super) stats: Mutex<WakeStats>,
     pub(super) last_error: Mutex<Option<String>>,
     pub(super) guest_kernel: Mutex<Option<String>>,
@@ -100,6 +103,7 @@ impl InstanceRuntime {
             waking: Mutex::new(None),
             gate: WakeGate::new(),
             activity: ActivityTracker::new(),
+            holders: ActivityHolders::new(),
             stats: Mutex::new(WakeStats::default()),
             last_error: Mutex::new(unservable.clone()),
             guest_kernel: Mutex::new(None),

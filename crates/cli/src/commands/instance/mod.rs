@@ -1,7 +1,8 @@
-//! `aegis instance`: list, inspect, follow, pause, resume, stop and remove serve-mode
+//! `aegis instance`: list, inspect, follow, lease, pause, resume, stop and remove serve-mode
 //! instances.
 
 mod inspect;
+mod lease;
 mod logs;
 mod ls;
 mod rm;
@@ -19,10 +20,12 @@ Examples:
   aegis instance ls
   aegis instance logs --follow web
   aegis instance inspect web | jq .endpoints
+  aegis instance inspect web | jq .awake_because
+  aegis instance lease web -- ./work.sh
   aegis instance pause web; aegis instance resume web; aegis instance stop web
   aegis instance rm web";
 
-/// List, inspect, follow, pause, resume, stop and remove serve-mode instances.
+/// List, inspect, follow, lease, pause, resume, stop and remove serve-mode instances.
 #[derive(Debug, clap::Args)]
 #[command(after_help = AFTER_HELP)]
 pub struct Args {
@@ -35,6 +38,8 @@ enum Command {
     #[command(alias = "list")]
     Ls(ls::Args),
     Inspect(inspect::Args),
+    Lease(lease::Args),
+    Leases(lease::ListArgs),
     Logs(logs::Args),
     /// Pause an instance's VM now: vCPUs stopped, RAM kept (same as `aegis pause`).
     #[command(after_help = lifecycle::PAUSE_HELP)]
@@ -54,6 +59,8 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<i32> {
     match args.command {
         Command::Ls(a) => ls::run(ctx, a).await,
         Command::Inspect(a) => inspect::run(ctx, a).await,
+        Command::Lease(a) => lease::run(ctx, a).await,
+        Command::Leases(a) => lease::list(ctx, a).await,
         Command::Logs(a) => logs::run(ctx, a).await,
         Command::Pause(a) => lifecycle::run(ctx, a, Action::Pause).await,
         Command::Resume(a) => lifecycle::run(ctx, a, Action::Resume).await,
