@@ -48,6 +48,9 @@ pub enum WakeFailure {
     Cancelled,
     #[error("{0}")]
     Unservable(String),
+    /// The guest broke the protocol during the wake; its VM was killed.
+    #[error("{0}")]
+    ProtocolBreach(String),
 }
 
 impl WakeFailure {
