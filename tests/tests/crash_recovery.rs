@@ -74,7 +74,7 @@ fn kill_9_during_a_wake_loses_nothing_and_leaves_no_process() {
             "--",
             "sh",
             "-c",
-            "echo boot >> /workspace/boots; echo booted; exec httpd -f -p 8000 -h /",
+            "echo boot >> /workspace/boots; echo booted; mkdir -p /tmp/www; echo hi > /tmp/www/index.html; exec httpd -f -p 8000 -h /tmp/www",
         ],
     );
     let i: Instance = json(&d, &["instance", "inspect", id.trim()]);
@@ -82,6 +82,12 @@ fn kill_9_during_a_wake_loses_nothing_and_leaves_no_process() {
 
     // A whole wake first: a log line and a workspace write that must survive the crash.
     assert_eq!(http_status(port).unwrap(), 200);
+    wait_for(
+        &d,
+        "the app's output never reached the log",
+        Duration::from_secs(30),
+        || ok(&d, &["instance", "logs", "web"]).contains("booted"),
+    );
     ok(&d, &["instance", "stop", "web"]);
     let ws: Workspace = json(&d, &["workspace", "inspect", "data", "--json"]);
     let boots = Path::new(&ws.path).join("boots");
@@ -108,7 +114,11 @@ fn kill_9_during_a_wake_loses_nothing_and_leaves_no_process() {
     assert_eq!(i.state, InstanceState::Terminated, "no VM runs: {i:?}");
     let spaces: Vec<Workspace> = json(&d, &["workspace", "ls", "--json"]);
     assert_eq!(spaces.len(), 1, "{spaces:?}");
-    assert!(ok(&d, &["instance", "logs", "web"]).contains("booted"));
+    let logs = ok(&d, &["instance", "logs", "web"]);
+    assert!(
+        logs.contains("booted"),
+        "the log before the crash is lost: {logs:?}"
+    );
     // The next request wakes it as if nothing happened.
     assert_eq!(http_status(port).unwrap(), 200);
     let lines = std::fs::read_to_string(&boots).unwrap();

@@ -42,6 +42,7 @@ pub struct OutputLog {
 }
 
 impl OutputLog {
+    /// Opens the log in `dir` for appending, creating it if needed.
     pub fn create(dir: &Path) -> std::io::Result<Self> {
         fs::create_dir_all(dir)?;
         let open = |s| {
@@ -52,9 +53,16 @@ impl OutputLog {
                 .open(stream_path(dir, s))
         };
         let files = (open(StreamName::Stdout)?, open(StreamName::Stderr)?);
+        // An instance's log is opened again after a daemon restart: what it already holds
+        // counts, or readers would see the old bytes in place of the new ones.
+        let state = OutputState {
+            stdout: files.0.metadata()?.len(),
+            stderr: files.1.metadata()?.len(),
+            done: false,
+        };
         Ok(OutputLog {
             files: Mutex::new(files),
-            state: watch::channel(OutputState::default()).0,
+            state: watch::channel(state).0,
         })
     }
 
@@ -196,6 +204,24 @@ pub fn final_state(dir: &Path) -> OutputState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reopened_log_counts_what_it_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        OutputLog::create(dir.path())
+            .unwrap()
+            .append(StreamName::Stdout, b"before ")
+            .unwrap();
+        // As after a daemon restart: the new writer appends after the old bytes.
+        let log = OutputLog::create(dir.path()).unwrap();
+        assert_eq!((log.state().stdout, log.state().stderr), (7, 0));
+        log.append(StreamName::Stdout, b"after").unwrap();
+        assert_eq!(log.state().stdout, 12);
+        assert_eq!(
+            read_chunk(dir.path(), StreamName::Stdout, 0, 100).unwrap(),
+            b"before after"
+        );
+    }
 
     #[test]
     fn appends_are_readable_at_any_offset() {
