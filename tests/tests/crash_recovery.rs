@@ -239,3 +239,59 @@ fn kill_9_during_a_pull_and_a_publish_keeps_the_stores_whole() {
     }
     d.assert_no_leftovers();
 }
+
+#[test]
+fn kill_9_during_a_snapshot_leaves_a_true_state_and_no_process() {
+    let mut d = TestDaemon::start("qemu");
+    let id = ok(
+        &d,
+        &[
+            "run",
+            "--detach",
+            "--name",
+            "snap",
+            "--image",
+            "busybox",
+            "--expose",
+            "8000:http",
+            "--",
+            "sh",
+            "-c",
+            "mkdir -p /tmp/www; echo hi > /tmp/www/index.html; exec httpd -f -p 8000 -h /tmp/www",
+        ],
+    );
+    let i: Instance = json(&d, &["instance", "inspect", id.trim()]);
+    let port = i.endpoints[0].host_port;
+    // The first cold boot saves a memory snapshot once the app listens: the request is
+    // answered only after it, so kill -9 lands while the snapshot is being written.
+    let snapshot_tmp = d
+        .home
+        .path()
+        .join("snapshots")
+        .join(format!("{}.tmp", i.id));
+    let waker = std::thread::spawn(move || http_status(port));
+    wait_for(
+        &d,
+        "no snapshot was started",
+        Duration::from_secs(120),
+        || snapshot_tmp.exists(),
+    );
+    d.kill_hard();
+    let _ = waker.join();
+    d.restart();
+
+    assert_no_orphans(&d);
+    let i: Instance = json(&d, &["instance", "inspect", "snap"]);
+    assert_eq!(i.state, InstanceState::Terminated, "no VM runs: {i:?}");
+    assert!(
+        !i.snapshot_cached,
+        "a half-written snapshot is not offered: {i:?}"
+    );
+    // The next wake boots cold (and saves a whole snapshot this time).
+    assert_eq!(http_status(port).unwrap(), 200);
+    let i: Instance = json(&d, &["instance", "inspect", "snap"]);
+    assert_eq!(i.state, InstanceState::Running, "{i:?}");
+    ok(&d, &["instance", "rm", "snap"]);
+    d.assert_no_leftovers();
+    assert_no_orphans(&d);
+}

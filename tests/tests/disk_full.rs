@@ -4,7 +4,10 @@
 
 use std::time::Duration;
 
-use aegis_api::{Task, TaskState};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+use aegis_api::{Instance, InstanceState, Task, TaskState};
 use aegis_tests::{code, stderr, stdout, wait_task_end, SmallDisk, TestDaemon};
 
 #[test]
@@ -52,6 +55,71 @@ fn a_full_disk_under_task_logs_fails_the_task_and_keeps_the_store() {
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let o = d.aegis(&["run", "--", "echo", "again"]);
     assert_eq!(stdout(&o), "again\n", "{}", stderr(&o));
+    d.stop();
+    drop(disk);
+}
+
+fn http_status(port: u16) -> u16 {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the router");
+    s.set_read_timeout(Some(Duration::from_secs(180))).unwrap();
+    write!(s, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    resp.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {resp:?}"))
+}
+
+fn inspect(d: &TestDaemon, name: &str) -> Instance {
+    let o = d.aegis(&["instance", "inspect", name]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+#[test]
+fn a_full_disk_under_snapshots_costs_only_the_snapshot() {
+    let mut disk = None;
+    let mut d = TestDaemon::start_prepared("qemu", |home| {
+        disk = Some(SmallDisk::mount(&home.join("snapshots"), "1m"));
+    });
+    let o = d.aegis(&[
+        "run",
+        "--detach",
+        "--name",
+        "web",
+        "--image",
+        "busybox",
+        "--expose",
+        "8000:http",
+        "--",
+        "sh",
+        "-c",
+        "mkdir -p /tmp/www; echo hi > /tmp/www/index.html; exec httpd -f -p 8000 -h /tmp/www",
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let port = inspect(&d, "web").endpoints[0].host_port;
+    // The wake saves a snapshot that cannot fit: the app is served all the same.
+    assert_eq!(http_status(port), 200);
+    let i = inspect(&d, "web");
+    assert_eq!(i.state, InstanceState::Running, "{i:?}");
+    assert!(!i.snapshot_cached, "{i:?}");
+    let log = d.log();
+    // QEMU reports the full disk as a broken pipe of its migration stream, so the log names
+    // the failed snapshot, not the cause.
+    assert!(
+        log.contains("memory snapshot failed; wakes will boot cold"),
+        "the daemon log says there is no snapshot:\n{log}"
+    );
+    let left: Vec<_> = std::fs::read_dir(d.home.path().join("snapshots"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "half-written snapshot left: {left:?}");
+    let o = d.aegis(&["instance", "rm", "web"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    d.assert_no_leftovers();
     d.stop();
     drop(disk);
 }
