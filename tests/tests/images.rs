@@ -3,7 +3,6 @@
 //! real microVMs.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use aegis_testkit::registry::{busybox_layer, test_image, LayerBuilder, LocalRegistry, OciImage};
 use aegis_tests::{code, stderr, stdout, SmallDisk, TestDaemon};
