@@ -123,3 +123,38 @@ fn a_full_disk_under_snapshots_costs_only_the_snapshot() {
     d.stop();
     drop(disk);
 }
+
+#[test]
+fn a_full_disk_under_an_instance_log_does_not_stall_the_app() {
+    let mut disk = None;
+    let mut d = TestDaemon::start_prepared("fake", |home| {
+        disk = Some(SmallDisk::mount(&home.join("instances"), "1m"));
+    });
+    let app_port = aegis_testkit::net::free_port().to_string();
+    // 3 MB of output before the app listens: the log cannot hold it.
+    let script = format!(
+        "head -c 3000000 /dev/zero | tr '\\0' x; exec python3 -m http.server {app_port} --bind 127.0.0.1"
+    );
+    let expose = format!("{app_port}:http");
+    let o = d.aegis(&[
+        "run", "--detach", "--name", "web", "--expose", &expose, "--", "sh", "-c", &script,
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let port = inspect(&d, "web").endpoints[0].host_port;
+    assert_eq!(
+        http_status(port),
+        200,
+        "the app is served although its log is full"
+    );
+    let i = inspect(&d, "web");
+    assert_eq!(i.state, InstanceState::Running, "{i:?}");
+    let log = d.log();
+    assert!(
+        log.contains("cannot store instance output") && log.contains("No space left"),
+        "the daemon log says why the output stops:\n{log}"
+    );
+    let o = d.aegis(&["instance", "rm", "web"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    d.stop();
+    drop(disk);
+}
