@@ -158,3 +158,65 @@ fn a_full_disk_under_an_instance_log_does_not_stall_the_app() {
     d.stop();
     drop(disk);
 }
+
+/// Fills the file system of `dir` with `dir/filler` until a write fails for lack of space.
+fn fill(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("filler");
+    let mut f = std::fs::File::create(&path).unwrap();
+    let chunk = vec![0u8; 64 * 1024];
+    loop {
+        if let Err(e) = f.write_all(&chunk) {
+            assert_eq!(
+                e.raw_os_error(),
+                Some(libc::ENOSPC),
+                "filling {}: {e}",
+                dir.display()
+            );
+            break;
+        }
+    }
+    // Byte-sized writes use up what is left of the last block.
+    while f.write_all(&[0]).is_ok() {}
+    path
+}
+
+#[test]
+fn a_full_disk_under_the_registry_refuses_work_and_keeps_the_database() {
+    let mut disk = None;
+    let mut d = TestDaemon::start_prepared("fake", |home| {
+        // The registry database sits at the home's root: the whole home is the small disk,
+        // with the guest cache linked into it again.
+        disk = Some(SmallDisk::mount(home, "16m"));
+        std::os::unix::fs::symlink(aegis_tests::shared_cache(), home.join("cache")).unwrap();
+    });
+    let o = d.aegis(&["run", "--", "echo", "before"]);
+    assert_eq!(stdout(&o), "before\n", "{}", stderr(&o));
+    let filler = fill(d.home.path());
+
+    let o = d.aegis(&["run", "--", "echo", "full"]);
+    assert_ne!(
+        code(&o),
+        0,
+        "a task was accepted on a full disk: {}",
+        stdout(&o)
+    );
+    let e = stderr(&o);
+    println!("measured: a task refused on a full disk: {}", e.trim());
+    assert!(
+        e.contains("full") || e.contains("space"),
+        "the error names the full disk: {e}"
+    );
+
+    std::fs::remove_file(filler).unwrap();
+    let o = d.aegis(&["task", "ls", "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let tasks: Vec<Task> = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        tasks.iter().any(|t| t.state == TaskState::Exited),
+        "the task from before is kept: {tasks:?}"
+    );
+    let o = d.aegis(&["run", "--", "echo", "after"]);
+    assert_eq!(stdout(&o), "after\n", "{}", stderr(&o));
+    d.stop();
+    drop(disk);
+}
