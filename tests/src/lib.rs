@@ -313,3 +313,36 @@ pub fn virtiofsd_processes(dir: &Path) -> Vec<u32> {
         })
         .collect()
 }
+/// A tmpfs of `size` mounted at `dir` for the test's life (disk-full tests; needs root).
+/// Stop the daemon before dropping it: a mount point left in a home keeps it from being
+/// removed.
+pub struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    pub fn mount(dir: &Path, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(dir).unwrap();
+        let o = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "mount tmpfs: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        SmallDisk(dir.to_path_buf())
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}

@@ -3,10 +3,9 @@
 //! real microVMs.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use aegis_testkit::registry::{busybox_layer, test_image, LayerBuilder, LocalRegistry, OciImage};
-use aegis_tests::{code, stderr, stdout, TestDaemon};
+use aegis_tests::{code, stderr, stdout, SmallDisk, TestDaemon};
 
 fn json(o: &std::process::Output) -> serde_json::Value {
     serde_json::from_str(&stdout(o)).unwrap_or_else(|e| panic!("{e}: {}", stdout(o)))
@@ -236,38 +235,6 @@ fn layers_that_escape_the_root_are_refused() {
             !Path::new("/tmp").join(&marker).exists(),
             "{name}: a layer wrote outside its root"
         );
-    }
-}
-
-/// A tmpfs of `size` mounted at `dir` for the test's life.
-struct SmallDisk(PathBuf);
-
-impl SmallDisk {
-    fn mount(dir: &Path, size: &str) -> SmallDisk {
-        std::fs::create_dir_all(dir).unwrap();
-        let o = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(dir)
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "mount tmpfs: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        SmallDisk(dir.to_path_buf())
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
     }
 }
 

@@ -191,12 +191,15 @@ async fn attach(
         r = handshake(vm.as_ref(), first_stream) => r.map_err(Some),
     };
     match outcome {
-        Ok((session, events, kernel_release)) => Ok(GuestVm {
-            vm,
-            session,
-            events,
-            kernel_release,
-        }),
+        Ok((session, events, kernel_release)) => {
+            cut_off_on_violation(&vm, &session);
+            Ok(GuestVm {
+                vm,
+                session,
+                events,
+                kernel_release,
+            })
+        }
         Err(reason) => {
             let console = last_lines(&vm.console_tail(), 5);
             let _ = vm.kill().await;
@@ -206,6 +209,34 @@ async fn attach(
             })
         }
     }
+}
+
+/// Kills the VM as soon as its guest breaks the protocol (ignores credit, floods streams,
+/// sends a bad frame): such a guest is hostile, and whatever waits on the VM sees it exit and
+/// asks [`protocol_breach`] why. Armed only after the guest's Hello: before it, bytes of an
+/// old connection (after a restore) can end a session without any hostility.
+fn cut_off_on_violation(vm: &Arc<dyn Vm>, session: &Session) {
+    // Weak: this watcher must not keep a VM alive that its owner dropped.
+    let vm = Arc::downgrade(vm);
+    let session = session.clone();
+    tokio::spawn(async move {
+        session.closed().await;
+        let (Some(violation), Some(vm)) = (session.violation(), vm.upgrade()) else {
+            return;
+        };
+        tracing::warn!(vm = vm.id(), %violation, "the guest broke the protocol; killing its VM");
+        if let Err(e) = vm.kill().await {
+            tracing::error!(vm = vm.id(), error = %e, "cannot kill the VM of a hostile guest");
+        }
+    });
+}
+
+/// Why a VM was cut off, if its guest broke the protocol: the reason its task or instance
+/// reports instead of "the VM stopped".
+pub fn protocol_breach(session: &Session) -> Option<String> {
+    session
+        .violation()
+        .map(|v| format!("the guest broke the protocol ({v}); aegisd killed its microVM"))
 }
 
 async fn handshake(

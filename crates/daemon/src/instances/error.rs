@@ -51,6 +51,9 @@ pub enum WakeFailure {
     /// A limit of the daemon's configuration refused the new VM (docs/CONFIG.md).
     #[error("{0}")]
     Refused(ApiError),
+    /// The guest broke the protocol during the wake; its VM was killed.
+    #[error("{0}")]
+    ProtocolBreach(String),
 }
 
 impl WakeFailure {

@@ -203,14 +203,16 @@ impl InstanceRuntime {
         self.terminate().await;
     }
 
-    /// Marks the instance terminated if its VM dies on its own (crash, kill -9): clients in
-    /// flight get errors, the next connection wakes a fresh VM.
+    /// Marks the instance terminated if its VM dies on its own (crash, kill -9, or killed for
+    /// breaking the protocol): clients in flight get errors, the next connection wakes a
+    /// fresh VM.
     fn watch_exit(self: &Arc<Self>, live: &Live) {
         let this = Arc::downgrade(self);
         let retired = live.retired.clone();
         let vm_id = live.vm_id.clone();
         // The VM handle stays in the slot; wait on it through the slot lock-free path.
         let vmm = live.gvm.vm.clone();
+        let session = live.gvm.session.clone();
         tokio::spawn(async move {
             let exit = tokio::select! {
                 e = vmm.wait() => e,
@@ -221,10 +223,12 @@ impl InstanceRuntime {
             let mut slot = this.slot.lock().await;
             if slot.as_ref().is_some_and(|l| l.vm_id == vm_id) {
                 tracing::warn!(instance = %this.id, exit = ?exit, "the VM stopped on its own");
-                this.note_error(format!(
-                    "the microVM stopped unexpectedly ({})",
-                    vm::describe_exit(&exit)
-                ));
+                this.note_error(vm::protocol_breach(&session).unwrap_or_else(|| {
+                    format!(
+                        "the microVM stopped unexpectedly ({})",
+                        vm::describe_exit(&exit)
+                    )
+                }));
                 if let Some(old) = slot.take() {
                     retire(&daemon, old).await;
                 }

@@ -144,10 +144,12 @@ impl InstanceRuntime {
         let started = until(cancel, self.start_server(&mut gvm)).await;
         let live = Live::new(gvm, vm_id, run_dir, &self.id);
         if let Err(e) = started {
+            let e = blame_guest(e, &live.gvm.session);
             retire(daemon, live).await;
             return Err(e);
         }
         if let Err(e) = until(cancel, self.wait_ports(&live)).await {
+            let e = blame_guest(e, &live.gvm.session);
             retire(daemon, live).await;
             return Err(e);
         }
@@ -185,12 +187,14 @@ impl InstanceRuntime {
         // The restored harness serves this new session; the app it runs still writes to the
         // saved session's streams until it is re-attached to this one.
         if let Err(e) = until(cancel, self.reattach_server(&mut gvm)).await {
+            let e = blame_guest(e, &gvm.session);
             gvm.shutdown(Duration::ZERO).await;
             vm::forget(daemon, &vm_id, &run_dir);
             return Err(e);
         }
         let live = Live::new(gvm, vm_id, run_dir, &self.id);
         if let Err(e) = until(cancel, self.wait_ports(&live)).await {
+            let e = blame_guest(e, &live.gvm.session);
             retire(daemon, live).await;
             return Err(e);
         }
@@ -317,6 +321,16 @@ async fn ask(
         if let Some(result) = answer(event) {
             return result;
         }
+    }
+}
+
+/// A step that failed because the guest broke the protocol (its VM was killed for it) fails
+/// for that reason, not for the closed channel or the exit it caused.
+fn blame_guest(e: WakeFailure, session: &aegis_proto::Session) -> WakeFailure {
+    match (e, vm::protocol_breach(session)) {
+        (WakeFailure::Cancelled, _) => WakeFailure::Cancelled,
+        (_, Some(breach)) => WakeFailure::ProtocolBreach(breach),
+        (e, None) => e,
     }
 }
 

@@ -183,6 +183,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_reopened_log_counts_what_it_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let bound = Bound::Rotate {
+            file_bytes: 1 << 20,
+            keep: 1,
+        };
+        OutputLog::create(dir.path(), bound)
+            .unwrap()
+            .append(StreamName::Stdout, b"before ")
+            .unwrap();
+        // As after a daemon restart: the new writer appends after the old bytes.
+        let log = OutputLog::create(dir.path(), bound).unwrap();
+        assert_eq!((log.state().stdout, log.state().stderr), (7, 0));
+        log.append(StreamName::Stdout, b"after").unwrap();
+        assert_eq!(log.state().stdout, 12);
+        assert_eq!(
+            read_chunk(dir.path(), StreamName::Stdout, 0, 100).unwrap(),
+            b"before after"
+        );
+    }
+
+    #[test]
     fn appends_are_readable_at_any_offset() {
         let dir = tempfile::tempdir().unwrap();
         let log = OutputLog::create(dir.path(), Bound::Cap { bytes: 1 << 20 }).unwrap();

@@ -167,6 +167,14 @@ pub(super) async fn run(
             }
         }
     };
+    // A guest that broke the protocol was cut off: that, not the VM's exit it caused, is why
+    // the task ended (unless the client had already cancelled it).
+    let breach = gvm.as_ref().and_then(|g| vm::protocol_breach(&g.session));
+    let ending = match (ending, breach) {
+        (Ending::Cancelled(why), _) => Ending::Cancelled(why),
+        (_, Some(breach)) => Ending::Failed(breach),
+        (ending, None) => ending,
+    };
     // The VM is gone before the task is reported ended: a client that saw the end never
     // finds a VMM process, socket or scratch disk of it.
     // Polite (stop processes, sync, power off) only where the VM holds durable state: its

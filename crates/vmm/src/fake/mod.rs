@@ -13,7 +13,9 @@
 //! disconnect serves a new session on the same agent with the same processes, `wait`
 //! resolves on power-off or kill, `snapshot`/`restore` are unsupported (and the capabilities
 //! say so). Faults can be injected: [`FakeBackend::fail_next_boot`],
-//! [`FakeBackend::crash_next_boot`], [`FakeBackend::crash`].
+//! [`FakeBackend::crash_next_boot`], [`FakeBackend::crash`], and a guest can turn hostile
+//! ([`FakeBackend::flood_streams`]): the relay, not the agent, plays the hostile guest, so the
+//! real harness code is never weakened.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -39,6 +41,12 @@ const PIPE_BYTES: usize = 256 * 1024;
 const CONSOLE_MAX: usize = 2048;
 /// How long a reconnect waits for the previous session to end.
 const SESSION_END_WAIT: Duration = Duration::from_secs(5);
+/// What a guest turned hostile by [`FakeBackend::flood_streams`] attempts: this many new
+/// streams with this many bytes each, never waiting for credit.
+pub const FLOOD_STREAMS: u32 = 100_000;
+pub const FLOOD_BYTES_PER_STREAM: usize = 4096;
+/// Stream ids of the flood: even (guest-opened) and far above any the harness uses.
+const FLOOD_FIRST_STREAM: u32 = 1 << 30;
 
 /// Boots fake VMs. Clones share fault injection and the list of VMs.
 #[derive(Clone, Default)]
@@ -94,6 +102,15 @@ impl FakeBackend {
     pub fn deafen(&self, id: &str) -> bool {
         let vm = self.shared.vms.lock().get(id).and_then(Weak::upgrade);
         vm.map(|vm| vm.deaf.send_replace(true)).is_some()
+    }
+
+    /// The guest of the running VM `id` turns hostile: after the frame in flight, the agent's
+    /// frames stop reaching the host and the guest instead opens [`FLOOD_STREAMS`] streams of
+    /// [`FLOOD_BYTES_PER_STREAM`] bytes each, ignoring flow control, until the host hangs up.
+    /// False if there is no such VM.
+    pub fn flood_streams(&self, id: &str) -> bool {
+        let vm = self.shared.vms.lock().get(id).and_then(Weak::upgrade);
+        vm.map(|vm| vm.hostile.send_replace(true)).is_some()
     }
 
     /// The shares VM `id` was booted with (empty for an unknown VM).
@@ -187,6 +204,7 @@ impl Backend for FakeBackend {
         let (exit, _) = watch::channel(None);
         let (paused, _) = watch::channel(false);
         let (deaf, _) = watch::channel(false);
+        let (hostile, _) = watch::channel(false);
         let state = Arc::new(FakeVmState {
             id: spec.id.clone(),
             run_dir: spec.run_dir.clone(),
@@ -194,6 +212,7 @@ impl Backend for FakeBackend {
             exit,
             paused,
             deaf,
+            hostile,
             console: Mutex::new(String::new()),
             connection: Mutex::new(None),
         });
@@ -243,6 +262,8 @@ struct FakeVmState {
     paused: watch::Sender<bool>,
     /// Host-to-guest bytes are held (see [`FakeBackend::deafen`]).
     deaf: watch::Sender<bool>,
+    /// The guest floods the host (see [`FakeBackend::flood_streams`]).
+    hostile: watch::Sender<bool>,
     console: Mutex<String>,
     /// Tasks of the current channel.
     connection: Mutex<Option<Connection>>,
@@ -359,7 +380,12 @@ impl Vm for FakeVm {
         });
         let relays = [
             tokio::spawn(relay(hr, gw, [st.paused.subscribe(), st.deaf.subscribe()])),
-            tokio::spawn(relay(gr, hw, [st.paused.subscribe()])),
+            tokio::spawn(guest_relay(
+                gr,
+                hw,
+                st.paused.subscribe(),
+                st.hostile.subscribe(),
+            )),
         ];
         *st.connection.lock() = Some(Connection { relays, serve });
         // A crash may have raced with this connect.
@@ -445,6 +471,65 @@ where
             return;
         }
         if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The guest-to-host relay: copies whole frames (so that a flood starts on a frame
+/// boundary), holding them while paused, until the guest turns hostile; then floods.
+async fn guest_relay<R, W>(
+    mut from: R,
+    mut to: W,
+    paused: watch::Receiver<bool>,
+    mut hostile: watch::Receiver<bool>,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut holds = [paused];
+    loop {
+        let frame = tokio::select! {
+            biased;
+            _ = hostile.wait_for(|h| *h) => break,
+            f = read_frame(&mut from) => f,
+        };
+        let Ok(frame) = frame else {
+            let _ = to.shutdown().await;
+            return;
+        };
+        if wait_released(&mut holds).await.is_err() || to.write_all(&frame).await.is_err() {
+            return;
+        }
+    }
+    flood(&mut to).await;
+}
+
+/// One frame as it is on the wire: the length prefix and what it counts.
+async fn read_frame<R: AsyncRead + Unpin>(from: &mut R) -> std::io::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    from.read_exact(&mut len).await?;
+    let n = u32::from_le_bytes(len) as usize;
+    let mut frame = vec![0u8; 4 + n];
+    frame[..4].copy_from_slice(&len);
+    from.read_exact(&mut frame[4..]).await?;
+    Ok(frame)
+}
+
+/// Opens [`FLOOD_STREAMS`] streams with a data frame each, never waiting for credit, until
+/// the host stops reading.
+async fn flood<W: AsyncWrite + Unpin>(to: &mut W) {
+    // Wire format of `aegis_proto::frame`: len (kind + stream + payload), kind 1 (data),
+    // stream, payload. Hand-made so that nothing in the protocol crate can refuse it.
+    let len = (1 + 4 + FLOOD_BYTES_PER_STREAM) as u32;
+    let mut frame = Vec::with_capacity(4 + len as usize);
+    for i in 0..FLOOD_STREAMS {
+        frame.clear();
+        frame.extend_from_slice(&len.to_le_bytes());
+        frame.push(1);
+        frame.extend_from_slice(&(FLOOD_FIRST_STREAM + 2 * i).to_le_bytes());
+        frame.resize(4 + len as usize, 0xa5);
+        if to.write_all(&frame).await.is_err() {
             return;
         }
     }

@@ -211,3 +211,30 @@ async fn snapshots_are_unsupported() {
         Err(VmmError::Unsupported { .. })
     ));
 }
+
+#[tokio::test]
+async fn a_flooding_guest_breaks_the_protocol_after_its_hello() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = FakeBackend::new();
+    let vm = b.boot(&spec(dir.path(), "f-flood")).await.unwrap();
+    let (s, mut rx, _) = hello(vm.as_ref()).await;
+    // Well-behaved until told otherwise.
+    let (out, _) = run(&s, &mut rx, 1, &["echo", "ok"]).await;
+    assert_eq!(out, b"ok\n");
+    assert!(b.flood_streams("f-flood"));
+    assert!(!b.flood_streams("no-such-vm"));
+    tokio::time::timeout(Duration::from_secs(30), s.closed())
+        .await
+        .expect("the flooded session never ended");
+    assert!(
+        matches!(
+            s.violation(),
+            Some(aegis_proto::Violation::TooManyStreams { .. })
+        ),
+        "{:?}",
+        s.violation()
+    );
+    // The host decides what to do with a hostile guest; the fake VM itself keeps running.
+    assert_eq!(b.running(), ["f-flood"]);
+    vm.kill().await.unwrap();
+}
