@@ -2,6 +2,7 @@
 //! daemon, and map errors to [`aegis_api::ApiError`] bodies.
 
 mod apps;
+mod exec;
 mod images;
 mod instances;
 mod status;
@@ -45,6 +46,11 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/v1/instances/{id}/resume", post(instances::resume))
         .route("/v1/instances/{id}/stop", post(instances::stop))
         .route("/v1/instances/{id}/logs", get(instances::logs))
+        .route("/v1/instances/{id}/exec", post(exec::create))
+        .route("/v1/execs/{id}", get(exec::get))
+        .route("/v1/execs/{id}/output", get(exec::output))
+        .route("/v1/execs/{id}/stdin", post(exec::stdin))
+        .route("/v1/execs/{id}/signal", post(exec::signal))
         .route("/v1/apps", post(apps::create).get(apps::list))
         .route("/v1/apps/{name}", get(apps::get).delete(apps::delete))
         .route(

@@ -17,7 +17,10 @@ impl InstanceRuntime {
             let current = *state.borrow_and_update();
             let wait = match current {
                 InstanceState::Running => {
-                    let idle = if self.target.idle_policy == IdlePolicy::Idle
+                    // A running exec pins the VM whatever the policy: no pause mid-command.
+                    let idle = if self.execs.running() > 0 {
+                        None
+                    } else if self.target.idle_policy == IdlePolicy::Idle
                         || self.activity.open_connections() == 0
                     {
                         Some(self.activity.idle_for())

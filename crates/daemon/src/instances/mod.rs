@@ -7,6 +7,7 @@
 
 mod connector;
 mod error;
+pub mod exec;
 mod idle;
 mod lifecycle;
 mod logs;
