@@ -34,6 +34,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/v1/tasks/{id}", get(tasks::get).delete(tasks::delete))
         .route("/v1/tasks/{id}/cancel", post(tasks::cancel))
         .route("/v1/tasks/{id}/output", get(tasks::output))
+        .route("/v1/tasks/{id}/stdin", post(tasks::stdin))
         .route(
             "/v1/instances",
             post(instances::create).get(instances::list),

@@ -7,6 +7,7 @@
 pub mod artifacts;
 pub mod output;
 mod run;
+mod stdin;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -29,6 +30,7 @@ pub struct LiveTask {
     cancel: CancellationToken,
     reason: Mutex<Option<String>>,
     output: OutputLog,
+    stdin: stdin::TaskStdin,
 }
 
 impl LiveTask {
@@ -47,6 +49,17 @@ pub struct TaskManager {
 impl TaskManager {
     pub fn running(&self) -> usize {
         self.live.lock().len()
+    }
+
+    /// The uploading end of the stdin of running task `id` (`POST /v1/tasks/{id}/stdin`).
+    pub fn stdin(&self, id: &str) -> Result<tokio::sync::mpsc::Sender<bytes::Bytes>, ApiError> {
+        let live = self.live(id).ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::NotFound,
+                format!("no running task '{id}' (it does not exist or has ended)"),
+            )
+        })?;
+        live.stdin.take_upload(id)
     }
 
     fn live(&self, id: &str) -> Option<Arc<LiveTask>> {
@@ -120,6 +133,7 @@ impl TaskManager {
             cancel: CancellationToken::new(),
             reason: Mutex::new(None),
             output,
+            stdin: stdin::TaskStdin::new(req.stdin),
         });
         self.live.lock().insert(task.id.clone(), live.clone());
         let span = tracing::info_span!("task", id = %task.id);
