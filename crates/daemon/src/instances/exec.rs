@@ -335,7 +335,8 @@ impl InstanceRuntime {
                 let code = error.kind.shell_exit_code();
                 run.end(ExecState::Exited, Some(code), Some(error.message));
             }
-            Ok(Some(GuestMessage::Exited { .. })) | Ok(Some(_)) | Ok(None) => {
+            // The session ended (or, against the protocol, the process exited unannounced).
+            Ok(_) => {
                 connector.unwatch(proc_id);
                 let why = "the instance's VM stopped before the command started".to_string();
                 run.end(ExecState::Failed, None, Some(why.clone()));
