@@ -19,8 +19,19 @@ fn free_port() -> u16 {
 fn serve(d: &TestDaemon, name: &str) -> Instance {
     let port = free_port().to_string();
     let o = d.aegis(&[
-        "run", "--detach", "--name", name, "--expose", &port, "--", "python3", "-m",
-        "http.server", &port, "--bind", "127.0.0.1",
+        "run",
+        "--detach",
+        "--name",
+        name,
+        "--expose",
+        &port,
+        "--",
+        "python3",
+        "-m",
+        "http.server",
+        &port,
+        "--bind",
+        "127.0.0.1",
     ]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     inspect(d, name)
@@ -50,7 +61,14 @@ fn exec_streams_exit_codes_and_bad_input_on_the_fake_backend() {
     let d = TestDaemon::start("fake");
     serve(&d, "web");
 
-    let o = d.aegis(&["exec", "web", "--", "sh", "-c", "echo out; echo err >&2; exit 3"]);
+    let o = d.aegis(&[
+        "exec",
+        "web",
+        "--",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 3",
+    ]);
     assert_eq!(
         (code(&o), stdout(&o), stderr(&o)),
         (3, "out\n".into(), "err\n".into())
@@ -62,7 +80,11 @@ fn exec_streams_exit_codes_and_bad_input_on_the_fake_backend() {
 
     let o = d.aegis(&["exec", "web", "--", "no-such-command-aegis"]);
     assert_eq!(code(&o), 127, "{}", stderr(&o));
-    assert!(stderr(&o).contains("no-such-command-aegis"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no-such-command-aegis"),
+        "{}",
+        stderr(&o)
+    );
 
     let o = d.aegis(&["exec", "nope", "--", "true"]);
     assert_eq!(code(&o), 125);
@@ -81,12 +103,25 @@ fn exec_streams_exit_codes_and_bad_input_on_the_fake_backend() {
 fn detached_exec_is_followed_by_its_logs() {
     let d = TestDaemon::start("fake");
     serve(&d, "web");
-    let o = d.aegis(&["exec", "--detach", "web", "--", "sh", "-c", "echo one; sleep 1; echo two"]);
+    let o = d.aegis(&[
+        "exec",
+        "--detach",
+        "web",
+        "--",
+        "sh",
+        "-c",
+        "echo one; sleep 1; echo two",
+    ]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let id = stdout(&o).trim().to_string();
     assert!(id.starts_with("exec-"), "{id}");
     let o = d.aegis(&["exec", "logs", "--follow", &id]);
-    assert_eq!((code(&o), stdout(&o)), (0, "one\ntwo\n".into()), "{}", stderr(&o));
+    assert_eq!(
+        (code(&o), stdout(&o)),
+        (0, "one\ntwo\n".into()),
+        "{}",
+        stderr(&o)
+    );
     let o = d.aegis(&["exec", "logs", &id]);
     assert_eq!(stdout(&o), "one\ntwo\n");
     let o = d.aegis(&["exec", "logs", "exec-000000000000"]);
@@ -108,11 +143,21 @@ fn exec_in_a_real_vm_running_and_paused() {
     let d = TestDaemon::start("qemu");
     serve(&d, "web");
     let o = d.aegis(&["exec", "-w", "/tmp", "web", "--", "sh", "-c", "pwd; exit 7"]);
-    assert_eq!((code(&o), stdout(&o)), (7, "/tmp\n".into()), "{}\n{}", stderr(&o), d.log());
+    assert_eq!(
+        (code(&o), stdout(&o)),
+        (7, "/tmp\n".into()),
+        "{}\n{}",
+        stderr(&o),
+        d.log()
+    );
 
     let o = d.aegis(&["pause", "web"]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
-    let o = with_stdin(&d, &["exec", "web", "--", "sh", "-c", "cat; exit 0"], b"in the guest");
+    let o = with_stdin(
+        &d,
+        &["exec", "web", "--", "sh", "-c", "cat; exit 0"],
+        b"in the guest",
+    );
     assert_eq!(
         (code(&o), stdout(&o)),
         (0, "in the guest".into()),
@@ -132,5 +177,11 @@ fn exec_in_a_real_vm_running_and_paused() {
 fn run_forwards_piped_stdin_in_a_real_vm() {
     let d = TestDaemon::start("qemu");
     let o = with_stdin(&d, &["run", "--", "cat"], b"x");
-    assert_eq!((code(&o), stdout(&o)), (0, "x".into()), "{}\n{}", stderr(&o), d.log());
+    assert_eq!(
+        (code(&o), stdout(&o)),
+        (0, "x".into()),
+        "{}\n{}",
+        stderr(&o),
+        d.log()
+    );
 }

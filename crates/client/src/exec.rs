@@ -28,7 +28,9 @@ impl Client {
     pub async fn create_exec(&self, instance: &str, request: &CreateExec) -> Result<Exec> {
         let body = serde_json::to_vec(request)
             .map_err(|e| Error::Protocol(format!("cannot encode the exec request: {e}")))?;
-        let client = self.clone().with_timeout(self.timeout.max(EXEC_CREATE_TIMEOUT));
+        let client = self
+            .clone()
+            .with_timeout(self.timeout.max(EXEC_CREATE_TIMEOUT));
         client
             .call_json(Method::POST, &instance_path(instance, "/exec"), Some(body))
             .await
@@ -49,7 +51,12 @@ impl Client {
         stdout_offset: u64,
         stderr_offset: u64,
     ) -> Result<OutputStream> {
-        let path = feed_path(&exec_path(id, "/output"), follow, stdout_offset, stderr_offset);
+        let path = feed_path(
+            &exec_path(id, "/output"),
+            follow,
+            stdout_offset,
+            stderr_offset,
+        );
         let (body, conn) = self.open_stream(Method::GET, &path).await?;
         Ok(OutputStream::new(body, conn, self.socket.clone()))
     }

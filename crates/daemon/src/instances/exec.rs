@@ -34,6 +34,9 @@ const SPAWN_ANSWER: Duration = Duration::from_secs(60);
 /// How long the output streams may take to end after the process exited.
 const DRAIN: Duration = Duration::from_secs(10);
 
+/// How an exec ended: its state, exit code and error.
+type Ending = (ExecState, Option<i32>, Option<String>);
+
 /// The execs of one instance.
 #[derive(Default)]
 pub struct ExecTable {
@@ -61,7 +64,7 @@ pub struct ExecRun {
     proc_id: ProcId,
     dir: PathBuf,
     log: Arc<OutputLog>,
-    end: Mutex<Option<(ExecState, Option<i32>, Option<String>)>>,
+    end: Mutex<Option<Ending>>,
     /// The process's stdin until an upload takes it.
     stdin: Mutex<Option<SendHalf>>,
     connector: Mutex<Option<Arc<Connector>>>,
