@@ -284,3 +284,37 @@ async fn a_hundred_megabytes_of_output_go_to_disk_not_memory() {
     let ev: aegis_api::OutputEvent = serde_json::from_slice(&line).unwrap();
     assert_eq!(ev.bytes().unwrap(), vec![0u8; 10]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_into_an_instance_that_cannot_wake_says_why() {
+    let Fixture {
+        daemon: d,
+        home: _home,
+        ..
+    } = fixture().await;
+    let req = CreateInstance {
+        name: Some("broken".into()),
+        command: vec!["no-such-server-aegis".into()],
+        expose: vec![PortSpec {
+            guest_port: free_port(),
+            host_port: None,
+            protocol: PortProtocol::Http,
+        }],
+        ..Default::default()
+    };
+    d.instances.create(&d, req).await.unwrap();
+    let e = d
+        .instances
+        .create_exec("broken", sh("true"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.error.code, ErrorCode::Unavailable);
+    assert!(
+        e.error.message.contains("cannot wake instance broken")
+            && e.error.message.contains("no-such-server-aegis"),
+        "{}",
+        e.error.message
+    );
+    let rt = d.instances.get("broken").unwrap();
+    assert_eq!(rt.execs.running(), 0, "a failed exec holds nothing");
+}
