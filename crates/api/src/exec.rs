@@ -26,6 +26,37 @@ pub struct CreateExec {
     /// reads end-of-file at once.
     #[serde(default)]
     pub stdin: bool,
+    /// Run the command on a pseudo-terminal of this size: its stdin, stdout and stderr are
+    /// the terminal, whose screen is the exec's stdout; stdin is always open and its end
+    /// hangs the terminal up (SIGHUP). Resize with `POST /v1/execs/{id}/resize`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tty: Option<TtySize>,
+}
+
+/// A terminal's size in characters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TtySize {
+    pub rows: u16,
+    pub cols: u16,
+}
+
+impl TtySize {
+    /// Largest rows or columns accepted: far beyond any screen, small enough for any program.
+    pub const MAX: u16 = 4096;
+
+    /// Checks both dimensions are 1 ..= [`Self::MAX`].
+    pub fn check(self) -> Result<(), String> {
+        for (name, v) in [("rows", self.rows), ("cols", self.cols)] {
+            if v == 0 || v > Self::MAX {
+                return Err(format!(
+                    "terminal {name} {v} is out of range: use 1 to {}",
+                    Self::MAX
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Where an exec is.

@@ -23,7 +23,7 @@ pub use app::{
     ServeApp,
 };
 pub use error::{ApiError, ErrorBody, ErrorCode};
-pub use exec::{CreateExec, Exec, ExecState};
+pub use exec::{CreateExec, Exec, ExecState, TtySize};
 pub use home::{AegisHome, HomeError, HOME_ENV};
 pub use image::{ImageInfo, ImageKind, PullEvent, PullImage};
 pub use instance::{

@@ -87,3 +87,23 @@ pub async fn signal(
     d.instances.exec(&id)?.signal(signal).await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResizeQuery {
+    rows: u16,
+    cols: u16,
+}
+
+pub async fn resize(
+    State(d): State<Arc<Daemon>>,
+    Path(id): Path<String>,
+    Query(q): Query<ResizeQuery>,
+) -> Result<StatusCode, Error> {
+    let size = aegis_api::TtySize {
+        rows: q.rows,
+        cols: q.cols,
+    };
+    d.instances.exec(&id)?.resize(size).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

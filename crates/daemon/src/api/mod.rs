@@ -52,6 +52,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/v1/execs/{id}/output", get(exec::output))
         .route("/v1/execs/{id}/stdin", post(exec::stdin))
         .route("/v1/execs/{id}/signal", post(exec::signal))
+        .route("/v1/execs/{id}/resize", post(exec::resize))
         .route("/v1/apps", post(apps::create).get(apps::list))
         .route("/v1/apps/{name}", get(apps::get).delete(apps::delete))
         .route(

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use aegis_api::{ApiError, CreateExec, ErrorCode, Exec, ExecState, StreamName};
 use aegis_proto::session::{RecvHalf, SendHalf};
-use aegis_proto::{GuestMessage, HostMessage, ProcId, ProcessSpec};
+use aegis_proto::{GuestMessage, HostMessage, ProcId, ProcessSpec, StreamId};
 use aegis_router::ActivityGuard;
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -68,6 +68,7 @@ pub struct ExecRun {
     /// The process's stdin until an upload takes it.
     stdin: Mutex<Option<SendHalf>>,
     connector: Mutex<Option<Arc<Connector>>>,
+    tty: bool,
 }
 
 impl ExecRun {
@@ -129,6 +130,26 @@ impl ExecRun {
         })
     }
 
+    /// Sets the size of the exec's terminal (its programs get SIGWINCH).
+    pub async fn resize(&self, size: aegis_api::TtySize) -> Result<(), ApiError> {
+        size.check().map_err(bad)?;
+        if !self.tty {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                format!(
+                    "exec {} has no terminal to resize (create it with `tty`)",
+                    self.id
+                ),
+            ));
+        }
+        let msg = HostMessage::Resize {
+            id: self.proc_id,
+            rows: size.rows,
+            cols: size.cols,
+        };
+        self.send(msg).await
+    }
+
     /// Sends `signal` to the process group of the exec.
     pub async fn signal(&self, signal: i32) -> Result<(), ApiError> {
         if !(1..=64).contains(&signal) {
@@ -136,21 +157,22 @@ impl ExecRun {
                 "signal {signal} is out of range: use a signal number from 1 to 64"
             )));
         }
-        let connector = self.connector.lock().clone().ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::Conflict,
-                format!("exec {} has ended; there is nothing to signal", self.id),
-            )
-        })?;
         let msg = HostMessage::Signal {
             id: self.proc_id,
             signal,
         };
+        self.send(msg).await
+    }
+
+    async fn send(&self, msg: HostMessage) -> Result<(), ApiError> {
+        let connector = self.connector.lock().clone().ok_or_else(|| {
+            ApiError::new(ErrorCode::Conflict, format!("exec {} has ended", self.id))
+        })?;
         connector
             .session()
             .send(msg)
             .await
-            .map_err(|e| internal(format!("cannot signal exec {}: {e}", self.id)))
+            .map_err(|e| internal(format!("cannot reach the guest of exec {}: {e}", self.id)))
     }
 }
 
@@ -182,6 +204,9 @@ fn check(req: &CreateExec) -> Result<(), ApiError> {
         return Err(bad(
             "an exec needs a command: give the program and its arguments after `--`",
         ));
+    }
+    if let Some(size) = req.tty {
+        size.check().map_err(bad)?;
     }
     if let Some((k, _)) = req
         .env
@@ -269,20 +294,22 @@ impl InstanceRuntime {
             .map_err(|e| internal(format!("cannot create {}: {e}", dir.display())))?;
         let proc_id = NEXT_PROC.fetch_add(1, Ordering::Relaxed);
         let session = connector.session().clone();
-        let (stdout, stderr) = (session.open_stream(), session.open_stream());
-        let stdin = req.stdin.then(|| session.open_stream());
-        let spawn = HostMessage::Spawn {
-            id: proc_id,
-            spec: ProcessSpec {
-                argv: req.command.clone(),
-                env: req.env.clone(),
-                cwd: req.workdir.clone(),
-                user: req.user.clone(),
-            },
-            stdin: stdin.as_ref().map(|s| s.id()),
-            stdout: stdout.id(),
-            stderr: stderr.id(),
+        let stdout = session.open_stream();
+        // A terminal has one output (the screen), and always an input: its end hangs up.
+        let stderr = req.tty.is_none().then(|| session.open_stream());
+        let stdin = (req.stdin || req.tty.is_some()).then(|| session.open_stream());
+        let spec = ProcessSpec {
+            argv: req.command.clone(),
+            env: req.env.clone(),
+            cwd: req.workdir.clone(),
+            user: req.user.clone(),
         };
+        let ids = (
+            stdin.as_ref().map(|s| s.id()),
+            stdout.id(),
+            stderr.as_ref().map(|s| s.id()),
+        );
+        let spawn = spawn_message(proc_id, spec, req.tty, ids);
         let run = Arc::new(ExecRun {
             id: id.clone(),
             instance: self.id.clone(),
@@ -294,19 +321,21 @@ impl InstanceRuntime {
             end: Mutex::new(None),
             stdin: Mutex::new(stdin.map(|s| s.into_split().1)),
             connector: Mutex::new(Some(connector.clone())),
+            tty: req.tty.is_some(),
         });
-        let pumps = [
-            tokio::spawn(pump(
-                stdout.into_split().0,
-                StreamName::Stdout,
-                run.log.clone(),
-            )),
-            tokio::spawn(pump(
+        let mut pumps = vec![tokio::spawn(pump(
+            stdout.into_split().0,
+            StreamName::Stdout,
+            run.log.clone(),
+        ))];
+        if let Some(stderr) = stderr {
+            let log = run.log.clone();
+            pumps.push(tokio::spawn(pump(
                 stderr.into_split().0,
                 StreamName::Stderr,
-                run.log.clone(),
-            )),
-        ];
+                log,
+            )));
+        }
         let mut events = connector.watch(proc_id);
         self.execs.execs.lock().insert(id.clone(), run.clone());
         tracing::info!(instance = %self.id, exec = %id, argv = ?run.command, "exec");
@@ -365,12 +394,40 @@ impl InstanceRuntime {
     }
 }
 
+/// `Spawn`, or `SpawnPty` for a terminal, with the streams (stdin, stdout, stderr) opened
+/// for it (a terminal has no stderr and always a stdin).
+fn spawn_message(
+    id: ProcId,
+    spec: ProcessSpec,
+    tty: Option<aegis_api::TtySize>,
+    (stdin, stdout, stderr): (Option<StreamId>, StreamId, Option<StreamId>),
+) -> HostMessage {
+    match (tty, stdin, stderr) {
+        (Some(size), Some(stdin), _) => HostMessage::SpawnPty {
+            id,
+            spec,
+            rows: size.rows,
+            cols: size.cols,
+            stdin,
+            output: stdout,
+        },
+        // Without a terminal there is a stderr; with one (never here) it would be merged.
+        (_, stdin, stderr) => HostMessage::Spawn {
+            id,
+            spec,
+            stdin,
+            stdout,
+            stderr: stderr.unwrap_or(stdout),
+        },
+    }
+}
+
 /// Waits for the process to exit (or its VM to go), lets its output drain, records the end.
 async fn watch_exit(
     run: Arc<ExecRun>,
     connector: Arc<Connector>,
     mut events: mpsc::UnboundedReceiver<GuestMessage>,
-    pumps: [tokio::task::JoinHandle<std::io::Result<()>>; 2],
+    pumps: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
     running: Running,
 ) {
     let session = connector.session().clone();
