@@ -185,3 +185,117 @@ fn run_forwards_piped_stdin_in_a_real_vm() {
         d.log()
     );
 }
+
+/// Drives `aegis ARGS` on a real pseudo-terminal (python3's `pty` and `termios`): the
+/// terminal starts at 33x101, is resized to 40x120 once `first` appeared on it, then `keys`
+/// are typed (`KILL`: aegis is killed instead). Prints the screen, then `exit=N restored=True|False` (whether aegis left the
+/// terminal's modes as it found them).
+const PTY_DRIVER: &str = r#"
+import fcntl, os, select, struct, subprocess, sys, termios, time
+aegis, first, keys, args = sys.argv[1], sys.argv[2].encode(), sys.argv[3].encode(), sys.argv[4:]
+master, slave = os.openpty()
+fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 101, 0, 0))
+before = termios.tcgetattr(slave)
+def ctty():
+    os.setsid()
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+p = subprocess.Popen([aegis, *args], stdin=slave, stdout=slave, stderr=slave, preexec_fn=ctty)
+screen, typed, deadline = b"", False, time.time() + 120
+while time.time() < deadline:
+    r, _, _ = select.select([master], [], [], 0.1)
+    if r:
+        try:
+            screen += os.read(master, 65536)
+        except OSError:
+            break
+    if not typed and first in screen:
+        fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+        time.sleep(0.5)
+        if keys == b"KILL":
+            p.kill()
+        else:
+            os.write(master, keys)
+        typed = True
+    if p.poll() is not None and not r:
+        break
+code = p.wait(timeout=30)
+sys.stdout.write(screen.decode(errors="replace"))
+print(f"\nexit={code} restored={termios.tcgetattr(slave) == before}")
+"#;
+
+fn on_a_terminal(d: &TestDaemon, first: &str, keys: &str, args: &[&str]) -> String {
+    let aegis = aegis_tests::bin("aegis");
+    let o = std::process::Command::new("python3")
+        .args(["-c", PTY_DRIVER, aegis.to_str().unwrap(), first, keys])
+        .args(args)
+        .env("AEGIS_HOME", d.home.path())
+        .output()
+        .expect("run python3 (the Debian package python3)");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    stdout(&o)
+}
+
+#[test]
+fn exec_tty_on_a_real_terminal_on_the_fake_backend() {
+    let d = TestDaemon::start("fake");
+    serve(&d, "web");
+    // The guest terminal has our size, follows a resize, echoes what is typed.
+    let script = "stty size; read x; echo got:$x; stty size";
+    let shown = on_a_terminal(
+        &d,
+        "33 101",
+        "hello\r",
+        &["exec", "-t", "web", "--", "sh", "-c", script],
+    );
+    assert!(shown.contains("33 101\r\n"), "{shown}");
+    assert!(shown.contains("got:hello\r\n40 120\r\n"), "{shown}");
+    assert!(shown.contains("exit=0 restored=True"), "{shown}");
+
+    // Ctrl-C reaches the guest process (exit 130), and the terminal is restored.
+    let shown = on_a_terminal(
+        &d,
+        "ready",
+        "\x03",
+        &[
+            "exec",
+            "-t",
+            "web",
+            "--",
+            "sh",
+            "-c",
+            "echo ready; exec sleep 30",
+        ],
+    );
+    assert!(shown.contains("exit=130 restored=True"), "{shown}");
+
+    // Without a terminal, -t is refused.
+    let o = d.aegis(&["exec", "-t", "web", "--", "true"]);
+    assert_eq!(code(&o), 125);
+    assert!(stderr(&o).contains("-t needs a terminal"), "{}", stderr(&o));
+}
+
+#[test]
+fn a_killed_tty_client_hangs_up_the_guest_process_on_the_fake_backend() {
+    let d = TestDaemon::start("fake");
+    serve(&d, "web");
+    let marker = d.home.path().join("hup");
+    let script = format!(
+        "trap 'echo HUP > {}; exit 5' HUP; echo ready; while :; do sleep 0.1; done",
+        marker.display()
+    );
+    let shown = on_a_terminal(
+        &d,
+        "ready",
+        "KILL",
+        &["exec", "-t", "web", "--", "sh", "-c", &script],
+    );
+    assert!(shown.contains("exit=-9"), "{shown}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !marker.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the guest process never got SIGHUP"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

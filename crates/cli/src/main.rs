@@ -13,6 +13,7 @@ mod progress;
 mod render;
 mod sink;
 mod stdin;
+mod terminal;
 
 use std::path::PathBuf;
 

@@ -67,6 +67,12 @@ impl Client {
         self.call_empty(Method::POST, &path, None).await
     }
 
+    /// `POST /v1/execs/{id}/resize?rows=R&cols=C`: the new size of a `tty` exec's terminal.
+    pub async fn resize_exec(&self, id: &str, rows: u16, cols: u16) -> Result<()> {
+        let path = exec_path(id, &format!("/resize?rows={rows}&cols={cols}"));
+        self.call_empty(Method::POST, &path, None).await
+    }
+
     /// `POST /v1/execs/{id}/stdin`: streams `data` to the exec's stdin as it comes; the end
     /// of `data` closes it (EOF). Returns when the daemon has passed everything on.
     pub async fn upload_exec_stdin<S>(&self, id: &str, data: S) -> Result<()>

@@ -16,6 +16,8 @@ const AFTER_HELP: &str = "\
 The instance is woken first if it is paused or terminated (as a connection wakes it), and it
 stays awake while the command runs. stdout and stderr arrive separately on aegis's own; stdin
 is forwarded when it is not a terminal, or always with -i; its end is the command's EOF.
+With -t the command runs on a terminal in the guest (sized as ours, resized with it) and our
+terminal is in raw mode until aegis exits: keys, Ctrl-C included, go to the command.
 Ctrl-C (SIGINT) and SIGTERM are passed on to the command; a second Ctrl-C leaves it running
 and exits 130.
 
@@ -25,6 +27,7 @@ signal N; 125 when aegis itself failed (no such instance, the VM stopped, daemon
 Examples:
   aegis exec web -- ls -l /srv
   printf 'print(6*7)' | aegis exec web -- python3 -
+  aegis exec -it web -- bash
   aegis exec -e LOG=debug -w /srv -u nobody web -- ./check.sh
   id=$(aegis exec --detach web -- make test); aegis exec logs --follow \"$id\"
 
@@ -43,6 +46,12 @@ pub struct Args {
     /// Forward stdin even when it is a terminal.
     #[arg(short = 'i', long)]
     interactive: bool,
+
+    /// Run the command on a terminal in the guest (shells, editors, REPLs): our terminal is
+    /// put in raw mode (Ctrl-C goes to the command) and its size follows ours. Needs a
+    /// terminal on stdin; stdout and stderr arrive as one stream, the screen.
+    #[arg(short = 't', long, conflicts_with = "detach")]
+    tty: bool,
 
     /// Set an environment variable for the command; `KEY` alone passes this shell's value.
     /// Repeatable.
@@ -93,16 +102,27 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<i32> {
         return print_logs(client, &logs).await;
     }
     let instance = args.instance.clone().unwrap_or_default();
-    let forward_stdin = !args.detach && crate::stdin::wanted(args.interactive);
+    let tty = if args.tty {
+        let Some((rows, cols)) = crate::terminal::size() else {
+            anyhow::bail!("-t needs a terminal on stdin; leave -t out to pipe input");
+        };
+        Some(aegis_api::TtySize { rows, cols })
+    } else {
+        None
+    };
+    let forward_stdin = tty.is_some() || (!args.detach && crate::stdin::wanted(args.interactive));
     let request = CreateExec {
         command: args.command,
         env: args.env,
         workdir: args.workdir,
         user: args.user,
         stdin: forward_stdin,
+        tty,
     };
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut sighup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    let mut sigwinch = signal(SignalKind::window_change()).context("cannot handle SIGWINCH")?;
     let exec = client.create_exec(&instance, &request).await?;
     if args.detach {
         println!("{}", exec.id);
@@ -116,12 +136,29 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<i32> {
             }
         });
     }
+    // Restored when this function returns, whichever way: before anything more is printed.
+    let raw = match tty {
+        Some(_) if !exec.state.is_ended() => {
+            Some(crate::terminal::RawMode::enter().context("cannot put the terminal in raw mode")?)
+        }
+        _ => None,
+    };
     let follow = follow(client, &exec.id);
     tokio::pin!(follow);
     let mut interrupts = 0;
     loop {
         tokio::select! {
-            ended = &mut follow => return Ok(outcome(&ended?)),
+            ended = &mut follow => {
+                drop(raw);
+                return Ok(outcome(&ended?));
+            }
+            // Our terminal went away: leave; the end of our input hangs the guest's up.
+            _ = sighup.recv() => return Ok(128 + libc::SIGHUP),
+            _ = sigwinch.recv() => {
+                if let Some((rows, cols)) = crate::terminal::size() {
+                    let _ = client.resize_exec(&exec.id, rows, cols).await;
+                }
+            }
             _ = sigint.recv() => {
                 interrupts += 1;
                 if interrupts > 1 {
