@@ -10,6 +10,7 @@
 
 pub mod app;
 pub mod error;
+pub mod exec;
 pub mod home;
 pub mod image;
 pub mod instance;
@@ -24,6 +25,7 @@ pub use app::{
     ServeApp,
 };
 pub use error::{error_chain, ApiError, ErrorBody, ErrorCode};
+pub use exec::{CreateExec, Exec, ExecState, TtySize};
 pub use home::{AegisHome, HomeError, HOME_ENV};
 pub use image::{ImageInfo, ImageKind, PullEvent, PullImage};
 pub use instance::{

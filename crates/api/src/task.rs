@@ -55,6 +55,10 @@ pub struct CreateTask {
     /// Held while the task runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workspace: Option<String>,
+    /// Keep the command's stdin open for `POST /v1/tasks/{id}/stdin` (whose end is its EOF);
+    /// without it the command reads end-of-file at once.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stdin: bool,
 }
 
 impl CreateTask {

@@ -12,6 +12,8 @@ mod parse;
 mod progress;
 mod render;
 mod sink;
+mod stdin;
+mod terminal;
 
 use std::path::PathBuf;
 
@@ -52,6 +54,8 @@ struct Cli {
 enum Command {
     Run(Box<commands::run::Args>),
     Task(commands::task::Args),
+    /// Run a command in an instance's VM next to its server.
+    Exec(commands::exec::Args),
     Instance(commands::instance::Args),
     App(commands::app::Args),
     Image(commands::image::Args),
@@ -134,6 +138,7 @@ fn dispatch(ctx: &Context, command: Command) -> anyhow::Result<i32> {
         match command {
             Command::Run(args) => commands::run::run(ctx, *args).await,
             Command::Task(args) => commands::task::run(ctx, args).await,
+            Command::Exec(args) => commands::exec::run(ctx, args).await,
             Command::Instance(args) => commands::instance::run(ctx, args).await,
             Command::App(args) => commands::app::run(ctx, args).await,
             Command::Image(args) => commands::image::run(ctx, args).await,

@@ -290,11 +290,19 @@ async fn awake_because_lists_connections_leases_and_timers() {
     );
     assert_eq!(get(port).await, 200);
 
-    let a = awake(&d, "web").await;
-    let pauses_in = a
-        .timers
-        .pauses_in_ms
-        .expect("a running idle instance has a pause timer");
+    // The router counts the connection until it has seen it close, a moment after the reply.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (a, pauses_in) = loop {
+        let a = awake(&d, "web").await;
+        if let Some(p) = a.timers.pauses_in_ms {
+            break (a, p);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a running idle instance has a pause timer: {a:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert!(pauses_in <= 600_000, "{a:?}");
     assert_eq!(a.timers.terminates_in_ms, Some(pauses_in + 600_000));
 

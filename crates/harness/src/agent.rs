@@ -65,6 +65,7 @@ struct Inner {
     boot_id: String,
     reaper: Arc<Reaper>,
     procs: Arc<Processes>,
+    ptys: Arc<crate::pty::Ptys>,
 }
 
 impl Agent {
@@ -74,6 +75,7 @@ impl Agent {
                 reaper: Reaper::new(config.pid1),
                 boot_id: new_boot_id(),
                 procs: Arc::default(),
+                ptys: Arc::default(),
                 config,
             }),
         }
@@ -226,6 +228,48 @@ impl Agent {
                     session
                         .send(GuestMessage::SpawnFailed { id, error })
                         .await?;
+                }
+            }
+            HostMessage::SpawnPty {
+                id,
+                spec,
+                rows,
+                cols,
+                stdin,
+                output,
+            } => {
+                tracing::debug!(id, argv = ?spec.argv, rows, cols, "spawn on a terminal");
+                let streams = crate::pty::PtyStreams {
+                    rows,
+                    cols,
+                    stdin,
+                    output,
+                };
+                let started =
+                    match command::prepare(&spec, &inner.config.base_env, &inner.config.root) {
+                        Ok(prepared) => {
+                            crate::pty::start(
+                                session,
+                                &inner.reaper,
+                                &inner.procs,
+                                &inner.ptys,
+                                id,
+                                prepared,
+                                streams,
+                            )
+                            .await
+                        }
+                        Err(e) => Err(e),
+                    };
+                if let Err(error) = started {
+                    session
+                        .send(GuestMessage::SpawnFailed { id, error })
+                        .await?;
+                }
+            }
+            HostMessage::Resize { id, rows, cols } => {
+                if !inner.ptys.resize(id, rows, cols) {
+                    tracing::debug!(id, "resize of a process without a terminal ignored");
                 }
             }
             HostMessage::Signal { id, signal } => match inner.procs.pid(id) {

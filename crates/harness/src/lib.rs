@@ -11,7 +11,7 @@
 //!
 //! One file per concern: [`agent`] (session loop and message dispatch), `reaper` (SIGCHLD and
 //! `waitpid`), `command` (turning a `ProcessSpec` into a `std::process::Command`), `process`
-//! (a running process and its stdio pumps), `forward` (`Connect`), `archive` (`ReadPath`), `clock` (`SetClock`),
+//! (a running process and its stdio pumps), `pty` (one on a pseudo-terminal), `forward` (`Connect`), `archive` (`ReadPath`), `clock` (`SetClock`),
 //! `session_io` (the channel wrapper that lets a finished session be cut off cleanly) and
 //! `paths` (guest paths under the agent's root).
 
@@ -22,6 +22,7 @@ mod command;
 mod forward;
 mod paths;
 mod process;
+mod pty;
 mod reaper;
 mod session_io;
 mod user;

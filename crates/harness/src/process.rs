@@ -102,7 +102,18 @@ impl Processes {
         self.table.lock().values().map(|e| e.pid).collect()
     }
 
-    fn remove(&self, id: ProcId) {
+    /// Records a process started elsewhere (a terminal's, `pty`), for `Signal` and shutdown.
+    pub(crate) fn track(&self, id: ProcId, pid: libc::pid_t) {
+        self.table.lock().insert(
+            id,
+            Entry {
+                pid,
+                routes: Vec::new(),
+            },
+        );
+    }
+
+    pub(crate) fn remove(&self, id: ProcId) {
         self.table.lock().remove(&id);
         self.changed.notify_waiters();
     }

@@ -51,6 +51,20 @@ pub enum HostMessage {
         stdout: StreamId,
         stderr: StreamId,
     },
+    /// Run a process on a new pseudo-terminal of `rows` x `cols` (its controlling terminal:
+    /// stdin, stdout and stderr are the terminal). The guest feeds `stdin` to the terminal
+    /// and sends what the terminal shows on `output`; the end of `stdin` hangs the terminal
+    /// up (SIGHUP). Answered like `Spawn`.
+    SpawnPty {
+        id: ProcId,
+        spec: ProcessSpec,
+        rows: u16,
+        cols: u16,
+        stdin: StreamId,
+        output: StreamId,
+    },
+    /// New size of the terminal of a `SpawnPty` process (its foreground group gets SIGWINCH).
+    Resize { id: ProcId, rows: u16, cols: u16 },
     /// Send a signal to the process group of a spawned process.
     Signal { id: ProcId, signal: i32 },
     /// Open a TCP connection to `127.0.0.1:port` inside the guest and splice it with `stream`.

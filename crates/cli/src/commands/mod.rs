@@ -3,6 +3,7 @@
 pub mod app;
 pub mod doctor;
 pub mod down;
+pub mod exec;
 pub mod image;
 pub mod instance;
 pub mod lifecycle;

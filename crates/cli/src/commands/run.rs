@@ -108,6 +108,11 @@ pub struct Args {
     #[arg(short = 'd', long)]
     pub detach: bool,
 
+    /// Forward stdin to the command even when it is a terminal. It is forwarded whenever it is
+    /// not one (`printf x | aegis run -- cat`); its end is the command's EOF.
+    #[arg(short = 'i', long, conflicts_with_all = ["detach", "expose"])]
+    pub interactive: bool,
+
     /// Serve a guest port: GUEST, GUEST:PROTO, HOST:GUEST or HOST:GUEST:PROTO, e.g. 8000,
     /// 5432:tcp, 8080:80:http; PROTO is http (default), tcp, grpc or websocket. Repeatable.
     #[arg(long = "expose", value_name = "SPEC", value_parser = parse::port_spec, help_heading = SERVE)]
@@ -166,6 +171,7 @@ impl Args {
             artifacts: self.artifacts.clone(),
             max_artifact_bytes: None,
             workspace: self.workspace.clone(),
+            stdin: false,
         }
     }
 
@@ -230,7 +236,7 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<i32> {
         return serve::run(ctx, &args).await;
     }
     let client = ctx.client();
-    let request = args.request();
+    let mut request = args.request();
     if args.detach {
         let task = client.create_task(&request).await?;
         println!("{}", task.id);
@@ -241,8 +247,21 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<i32> {
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
 
+    request.stdin = crate::stdin::wanted(args.interactive);
     let task = client.create_task(&request).await?;
     let id = task.id.clone();
+    if request.stdin {
+        let (client, id) = (client.clone(), id.clone());
+        tokio::spawn(async move {
+            match client.upload_task_stdin(&id, crate::stdin::chunks()).await {
+                // A task that ended before it read its stdin is no longer found: fine.
+                Err(e) if !e.is_not_found() => {
+                    eprintln!("aegis: cannot forward stdin to task {id}: {e}");
+                }
+                _ => {}
+            }
+        });
+    }
     let interrupted = tokio::select! {
         result = stream_output(client, &id) => {
             return finish(&result?, !args.artifacts.is_empty());
@@ -428,6 +447,7 @@ mod tests {
             user: Some("app".into()),
             workspace: None,
             detach: false,
+            interactive: false,
             expose: Vec::new(),
             name: None,
             idle_policy: None,
@@ -461,6 +481,7 @@ mod tests {
             user: None,
             workspace: None,
             detach: true,
+            interactive: false,
             expose: vec![
                 parse::port_spec("8080:80:http").unwrap(),
                 parse::port_spec("5432:tcp").unwrap(),

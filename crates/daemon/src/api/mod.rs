@@ -2,6 +2,7 @@
 //! daemon, and map errors to [`aegis_api::ApiError`] bodies.
 
 mod apps;
+mod exec;
 mod images;
 mod instances;
 mod leases;
@@ -34,6 +35,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/v1/tasks/{id}", get(tasks::get).delete(tasks::delete))
         .route("/v1/tasks/{id}/cancel", post(tasks::cancel))
         .route("/v1/tasks/{id}/output", get(tasks::output))
+        .route("/v1/tasks/{id}/stdin", post(tasks::stdin))
         .route(
             "/v1/instances",
             post(instances::create).get(instances::list),
@@ -59,6 +61,12 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
             post(leases::renew),
         )
         .route("/v1/instances/{id}/awake", get(leases::awake))
+        .route("/v1/instances/{id}/exec", post(exec::create))
+        .route("/v1/execs/{id}", get(exec::get))
+        .route("/v1/execs/{id}/output", get(exec::output))
+        .route("/v1/execs/{id}/stdin", post(exec::stdin))
+        .route("/v1/execs/{id}/signal", post(exec::signal))
+        .route("/v1/execs/{id}/resize", post(exec::resize))
         .route("/v1/apps", post(apps::create).get(apps::list))
         .route("/v1/apps/{name}", get(apps::get).delete(apps::delete))
         .route(

@@ -89,3 +89,21 @@ pub fn ndjson_response(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Response {
     )
         .into_response()
 }
+
+/// The request body, as it arrives, is the task's stdin; its end (or the client going away)
+/// is the command's EOF.
+pub async fn stdin(
+    State(d): State<Arc<Daemon>>,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<StatusCode, Error> {
+    use futures::StreamExt;
+    let tx = d.tasks.stdin(&id)?;
+    let mut chunks = body.into_data_stream();
+    while let Some(Ok(chunk)) = chunks.next().await {
+        if tx.send(chunk).await.is_err() {
+            break; // the task has ended: nothing reads its stdin any more
+        }
+    }
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -7,14 +7,18 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use std::time::Duration;
 
-use aegis_proto::{GuestMessage, HostMessage, Session, Stream, StreamId};
+use aegis_proto::{GuestMessage, HostMessage, ProcId, Session, Stream, StreamId};
 use tokio::sync::{mpsc, oneshot};
 
 type Pending = Mutex<HashMap<StreamId, oneshot::Sender<Result<(), String>>>>;
+/// Processes other than the server (execs) whose `Spawned`/`SpawnFailed`/`Exited` go to
+/// their owner rather than to the log.
+type Procs = Mutex<HashMap<ProcId, mpsc::UnboundedSender<GuestMessage>>>;
 
 pub struct Connector {
     session: Session,
     pending: Arc<Pending>,
+    procs: Arc<Procs>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -35,9 +39,21 @@ impl Connector {
         owner: String,
     ) -> Arc<Self> {
         let pending: Arc<Pending> = Arc::default();
+        let procs: Arc<Procs> = Arc::default();
         let p = pending.clone();
+        let owned = procs.clone();
         tokio::spawn(async move {
             while let Some(ev) = events.recv().await {
+                let proc_id = match &ev {
+                    GuestMessage::Spawned { id, .. }
+                    | GuestMessage::SpawnFailed { id, .. }
+                    | GuestMessage::Exited { id, .. } => Some(*id),
+                    _ => None,
+                };
+                if let Some(tx) = proc_id.and_then(|id| owned.lock().get(&id).cloned()) {
+                    let _ = tx.send(ev);
+                    continue;
+                }
                 match ev {
                     GuestMessage::Connected { stream } => {
                         if let Some(tx) = p.lock().remove(&stream) {
@@ -57,8 +73,13 @@ impl Connector {
             }
             // Session gone: everyone waiting fails now rather than at their timeout.
             p.lock().clear();
+            owned.lock().clear();
         });
-        Arc::new(Connector { session, pending })
+        Arc::new(Connector {
+            session,
+            pending,
+            procs,
+        })
     }
 
     /// A stream spliced to `127.0.0.1:port` inside the guest.
@@ -88,6 +109,20 @@ impl Connector {
                 })
             }
         }
+    }
+
+    /// Routes the events of process `id` to the returned receiver until [`Self::unwatch`];
+    /// it ends when the session does.
+    pub fn watch(&self, id: ProcId) -> mpsc::UnboundedReceiver<GuestMessage> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        if !self.session.is_closed() {
+            self.procs.lock().insert(id, tx);
+        }
+        rx
+    }
+
+    pub fn unwatch(&self, id: ProcId) {
+        self.procs.lock().remove(&id);
     }
 
     pub fn session(&self) -> &Session {

@@ -8,6 +8,7 @@
 mod activity_holders;
 mod connector;
 mod error;
+pub mod exec;
 mod idle;
 mod leases;
 mod lifecycle;

@@ -65,6 +65,8 @@ pub struct InstanceRuntime {
     /// Why the instance cannot be served at all (a host port it could not bind again after a
     /// restart). Such an instance stays in the `error` state: listed, removable, never woken.
     pub(super) unservable: Option<String>,
+    /// Commands run next to the server (`aegis exec`); a running one keeps the VM awake.
+    pub execs: super::exec::ExecTable,
 }
 
 impl InstanceRuntime {
@@ -114,6 +116,7 @@ impl InstanceRuntime {
             connecting: AtomicUsize::new(0),
             listeners: Mutex::new(Vec::new()),
             unservable,
+            execs: Default::default(),
         })
     }
 

@@ -8,6 +8,7 @@ pub mod artifacts;
 mod log_files;
 pub mod output;
 mod run;
+mod stdin;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -30,6 +31,7 @@ pub struct LiveTask {
     cancel: CancellationToken,
     reason: Mutex<Option<String>>,
     output: OutputLog,
+    stdin: stdin::TaskStdin,
 }
 
 impl LiveTask {
@@ -48,6 +50,17 @@ pub struct TaskManager {
 impl TaskManager {
     pub fn running(&self) -> usize {
         self.live.lock().len()
+    }
+
+    /// The uploading end of the stdin of running task `id` (`POST /v1/tasks/{id}/stdin`).
+    pub fn stdin(&self, id: &str) -> Result<tokio::sync::mpsc::Sender<bytes::Bytes>, ApiError> {
+        let live = self.live(id).ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::NotFound,
+                format!("no running task '{id}' (it does not exist or has ended)"),
+            )
+        })?;
+        live.stdin.take_upload(id)
     }
 
     fn live(&self, id: &str) -> Option<Arc<LiveTask>> {
@@ -121,6 +134,7 @@ impl TaskManager {
             cancel: CancellationToken::new(),
             reason: Mutex::new(None),
             output,
+            stdin: stdin::TaskStdin::new(req.stdin),
         });
         // Counted as a live VM from here until its runner ends.
         let admitted = daemon.admission.admit_vm(daemon, "a task", None, || {

@@ -199,6 +199,11 @@ fn cancel_reason(live: &LiveTask) -> String {
 async fn execute(g: &mut GuestVm, req: &CreateTask, live: &Arc<LiveTask>) -> Ending {
     let stdout = g.session.open_stream();
     let stderr = g.session.open_stream();
+    // Fed once the guest has the process (and so knows the stream).
+    let mut stdin = live
+        .stdin
+        .take_command_end()
+        .map(|uploaded| (uploaded, g.session.open_stream()));
     let spawn = HostMessage::Spawn {
         id: TASK_PROC,
         spec: ProcessSpec {
@@ -211,7 +216,7 @@ async fn execute(g: &mut GuestVm, req: &CreateTask, live: &Arc<LiveTask>) -> End
             cwd: req.workdir.clone(),
             user: req.user.clone(),
         },
-        stdin: None,
+        stdin: stdin.as_ref().map(|(_, s)| s.id()),
         stdout: stdout.id(),
         stderr: stderr.id(),
     };
@@ -234,7 +239,11 @@ async fn execute(g: &mut GuestVm, req: &CreateTask, live: &Arc<LiveTask>) -> End
     let status = loop {
         tokio::select! {
             ev = g.events.recv() => match ev {
-                Some(GuestMessage::Spawned { .. }) => {}
+                Some(GuestMessage::Spawned { .. }) => {
+                    if let Some((uploaded, stream)) = stdin.take() {
+                        tokio::spawn(super::stdin::forward(uploaded, stream.into_split().1));
+                    }
+                }
                 Some(GuestMessage::SpawnFailed { error, .. }) => return Ending::SpawnFailed(error),
                 Some(GuestMessage::Exited { status, .. }) => break status,
                 Some(other) => tracing::debug!(?other, "unexpected guest message"),
