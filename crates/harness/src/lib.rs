@@ -19,6 +19,7 @@ pub mod agent;
 mod archive;
 mod clock;
 mod command;
+mod files;
 mod forward;
 mod paths;
 mod process;
