@@ -16,6 +16,8 @@ pub enum ErrorCode {
     Unavailable,
     /// A bug or an unexpected failure of the host (500).
     Internal,
+    /// A disk (a guest's, for file writes) has no room for what was sent (507).
+    InsufficientStorage,
 }
 
 impl ErrorCode {
@@ -26,6 +28,7 @@ impl ErrorCode {
             ErrorCode::Conflict => 409,
             ErrorCode::Unavailable => 503,
             ErrorCode::Internal => 500,
+            ErrorCode::InsufficientStorage => 507,
         }
     }
 }

@@ -10,6 +10,7 @@
 
 pub mod app;
 pub mod error;
+pub mod files;
 pub mod home;
 pub mod image;
 pub mod instance;
@@ -22,6 +23,7 @@ pub use app::{
     ServeApp,
 };
 pub use error::{ApiError, ErrorBody, ErrorCode};
+pub use files::{FileInfo, FileKind, PathQuery};
 pub use home::{AegisHome, HomeError, HOME_ENV};
 pub use image::{ImageInfo, ImageKind, PullEvent, PullImage};
 pub use instance::{

@@ -19,6 +19,7 @@
 
 mod apps;
 mod error;
+mod files;
 mod follow;
 mod images;
 mod output;
@@ -35,6 +36,7 @@ use hyper::Method;
 
 pub use apps::PUBLISH_TIMEOUT;
 pub use error::{Error, Result};
+pub use files::ArchiveStream;
 pub use follow::{FollowItem, OutputFollower, DEFAULT_RECONNECT_WINDOW};
 pub use output::{NdjsonStream, OutputStream};
 

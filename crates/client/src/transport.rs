@@ -18,6 +18,13 @@ use crate::{Client, Error, Result};
 #[derive(Debug)]
 pub(crate) struct ConnGuard(JoinHandle<()>);
 
+impl ConnGuard {
+    /// Drives `conn` in a task owned by the guard.
+    pub(crate) fn spawn(conn: impl std::future::Future<Output = ()> + Send + 'static) -> Self {
+        ConnGuard(tokio::spawn(conn))
+    }
+}
+
 impl Drop for ConnGuard {
     fn drop(&mut self) {
         self.0.abort();
@@ -167,7 +174,7 @@ impl Client {
         Err(api_error(status, &bytes))
     }
 
-    fn connect_error(&self, source: io::Error) -> Error {
+    pub(crate) fn connect_error(&self, source: io::Error) -> Error {
         match source.kind() {
             // No socket, or a stale one left by a daemon that died.
             io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => Error::DaemonNotRunning {
@@ -191,7 +198,7 @@ impl Client {
 
 /// The error of a non-2xx answer: its [`aegis_api::ApiError`] body, or a protocol error when
 /// the body is not one.
-fn api_error(status: StatusCode, body: &[u8]) -> Error {
+pub(crate) fn api_error(status: StatusCode, body: &[u8]) -> Error {
     match serde_json::from_slice(body) {
         Ok(error) => Error::Api {
             status: status.as_u16(),

@@ -2,6 +2,7 @@
 //! daemon, and map errors to [`aegis_api::ApiError`] bodies.
 
 mod apps;
+mod files;
 mod images;
 mod instances;
 mod status;
@@ -45,6 +46,12 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/v1/instances/{id}/resume", post(instances::resume))
         .route("/v1/instances/{id}/stop", post(instances::stop))
         .route("/v1/instances/{id}/logs", get(instances::logs))
+        .route("/v1/instances/{id}/files/stat", get(files::stat))
+        .route("/v1/instances/{id}/files/list", get(files::list))
+        .route(
+            "/v1/instances/{id}/files/archive",
+            get(files::read_archive).put(files::write_archive),
+        )
         .route("/v1/apps", post(apps::create).get(apps::list))
         .route("/v1/apps/{name}", get(apps::get).delete(apps::delete))
         .route(

@@ -10,11 +10,15 @@ use std::time::Duration;
 use aegis_proto::{GuestMessage, HostMessage, Session, Stream, StreamId};
 use tokio::sync::{mpsc, oneshot};
 
+use super::files::FileReplies;
+
 type Pending = Mutex<HashMap<StreamId, oneshot::Sender<Result<(), String>>>>;
 
 pub struct Connector {
     session: Session,
     pending: Arc<Pending>,
+    /// Answers to file operations (`instances/files.rs`).
+    pub(super) files: Arc<FileReplies>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +40,8 @@ impl Connector {
     ) -> Arc<Self> {
         let pending: Arc<Pending> = Arc::default();
         let p = pending.clone();
+        let files: Arc<FileReplies> = Arc::default();
+        let f = files.clone();
         tokio::spawn(async move {
             while let Some(ev) = events.recv().await {
                 match ev {
@@ -52,13 +58,22 @@ impl Connector {
                     GuestMessage::Exited { status, .. } => {
                         tracing::warn!(instance = %owner, ?status, "the served process exited");
                     }
-                    other => tracing::debug!(instance = %owner, ?other, "guest event"),
+                    other => {
+                        if let Some(other) = f.deliver(other) {
+                            tracing::debug!(instance = %owner, ?other, "guest event");
+                        }
+                    }
                 }
             }
             // Session gone: everyone waiting fails now rather than at their timeout.
             p.lock().clear();
+            f.clear();
         });
-        Arc::new(Connector { session, pending })
+        Arc::new(Connector {
+            session,
+            pending,
+            files,
+        })
     }
 
     /// A stream spliced to `127.0.0.1:port` inside the guest.

@@ -7,6 +7,7 @@
 
 mod connector;
 mod error;
+pub mod files;
 mod idle;
 mod lifecycle;
 mod logs;
