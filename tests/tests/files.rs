@@ -14,7 +14,16 @@ use aegis_tests::{code, sha256, stderr, stdout, TestDaemon};
 fn instance(d: &TestDaemon, name: &str, setup: &str) -> Instance {
     let script = format!("{setup} exec python3 -m http.server 8000 --bind 127.0.0.1");
     let o = d.aegis(&[
-        "run", "--detach", "--name", name, "--expose", "8000:http", "--", "sh", "-c", &script,
+        "run",
+        "--detach",
+        "--name",
+        name,
+        "--expose",
+        "8000:http",
+        "--",
+        "sh",
+        "-c",
+        &script,
     ]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     inspect(d, name)
@@ -28,7 +37,13 @@ fn inspect(d: &TestDaemon, id: &str) -> Instance {
 
 fn cp(d: &TestDaemon, src: &str, dst: &str) {
     let o = d.aegis(&["cp", src, dst]);
-    assert_eq!(code(&o), 0, "aegis cp {src} {dst}: {}\n{}", stderr(&o), d.log());
+    assert_eq!(
+        code(&o),
+        0,
+        "aegis cp {src} {dst}: {}\n{}",
+        stderr(&o),
+        d.log()
+    );
 }
 
 fn mode(p: &Path) -> u32 {
@@ -141,11 +156,7 @@ fn a_write_larger_than_the_free_space_fails_and_leaves_nothing() {
     std::fs::write(&src, vec![7u8; 4 << 20]).unwrap();
     let o = d.aegis(&["cp", src.to_str().unwrap(), "full:/small/big"]);
     assert_eq!(code(&o), 125);
-    assert!(
-        stderr(&o).contains("nothing was written"),
-        "{}",
-        stderr(&o)
-    );
+    assert!(stderr(&o).contains("nothing was written"), "{}", stderr(&o));
     let rt = tokio::runtime::Runtime::new().unwrap();
     let listed = rt
         .block_on(d.client().list_path("full", "/small"))
@@ -161,8 +172,9 @@ fn a_write_larger_than_the_free_space_fails_and_leaves_nothing() {
 #[test]
 fn docs_examples_run() {
     let d = TestDaemon::start("qemu");
-    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/FILES.md"))
-        .unwrap();
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/FILES.md"))
+            .unwrap();
     let script = doc
         .split("```bash\n")
         .nth(1)

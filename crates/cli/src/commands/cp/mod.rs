@@ -338,7 +338,12 @@ async fn from_host(client: &Client, src: &Path, instance: &str, path: &str) -> a
         .write_archive(instance, &dir, channel_stream(rx))
         .await;
     let packed = packer.await.context("the packing thread failed")?;
-    packed.with_context(|| format!("cannot read {}", src.display()))?;
+    match packed {
+        // The upload ended first (the guest refused it, its disk is full...): its error is
+        // the one that says why.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        packed => packed.with_context(|| format!("cannot read {}", src.display()))?,
+    }
     uploaded?;
     Ok(())
 }
