@@ -18,6 +18,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::paths::under_root;
+use crate::watch::STAGING_PREFIX;
 
 /// How many chunks may wait between the stream and the unpacking thread.
 const QUEUED_CHUNKS: usize = 4;
@@ -164,7 +165,7 @@ impl Staging {
     fn create(dest: &Path) -> io::Result<Staging> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let dir = dest.join(format!(".aegis-write-{}-{n}", std::process::id()));
+        let dir = dest.join(format!("{STAGING_PREFIX}{}-{n}", std::process::id()));
         fs::create_dir(&dir)?;
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))?;
         Ok(Staging(dir))

@@ -26,5 +26,6 @@ mod process;
 mod reaper;
 mod session_io;
 mod user;
+mod watch;
 
 pub use agent::{Agent, AgentConfig, SessionEnd};

@@ -66,6 +66,10 @@ pub enum HostMessage {
     /// Describe the guest path `path` (symlinks not followed) and, when `list` and it is a
     /// directory, its entries. Answered by `PathStat` with the same `id`.
     StatPath { id: u64, path: String, list: bool },
+    /// Report changes to the entries of the directory `path` (inotify, not recursive) as
+    /// NDJSON [`WatchEvent`] lines on `stream` until the host closes or resets it. Answered by
+    /// `WatchStarted`.
+    WatchPath { stream: StreamId, path: String },
     /// Send the further output of the running process `id` on these streams of this
     /// session (a host that reconnected, or a VM restored from a snapshot, whose earlier
     /// session is gone). Output written while no host was attached is kept, up to a bound,
@@ -138,8 +142,40 @@ pub enum GuestMessage {
         id: u64,
         result: Result<PathInfo, PathError>,
     },
+    /// The watch asked for by `WatchPath` runs (`error: None`) or could not start.
+    WatchStarted {
+        stream: StreamId,
+        error: Option<PathError>,
+    },
     /// The guest is powering off; no further messages follow.
     ShuttingDown,
+}
+
+/// One change in a watched directory: one NDJSON line on a `WatchPath` stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchEvent {
+    pub kind: WatchKind,
+    /// The entry's name in the watched directory (empty for `overflow`).
+    pub name: String,
+    /// Whether the entry is a directory.
+    #[serde(default)]
+    pub dir: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WatchKind {
+    /// Created in the directory (a file may still be being written).
+    Created,
+    /// A file opened for writing was closed: its content is complete.
+    Written,
+    Deleted,
+    /// Renamed into the directory (how `aegis cp` and atomic writers put files in place).
+    MovedIn,
+    MovedOut,
+    /// Events were lost (the guest's inotify queue overflowed): look again.
+    Overflow,
 }
 
 /// Why a file operation on a guest path failed.
