@@ -203,3 +203,25 @@ fn docs_examples_run() {
     assert!(stdout(&o).contains("index.html"), "{}", stdout(&o));
     assert_eq!(inspect(&d, "web").state, InstanceState::Running);
 }
+
+#[test]
+fn a_watch_sees_a_file_appear() {
+    let d = TestDaemon::start("qemu");
+    instance(&d, "watched", "mkdir -p /out &&");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = d.client().with_timeout(std::time::Duration::from_secs(300));
+    let mut events = rt.block_on(client.watch_path("watched", "/out")).unwrap();
+    let host = tempfile::tempdir().unwrap();
+    let src = host.path().join("result.json");
+    std::fs::write(&src, b"{\"ok\":true}").unwrap();
+    cp(&d, src.to_str().unwrap(), "watched:/out/");
+    let event = rt
+        .block_on(async {
+            tokio::time::timeout(std::time::Duration::from_secs(120), events.next_event()).await
+        })
+        .expect("no watch event within 120 s")
+        .unwrap()
+        .expect("the watch ended");
+    assert_eq!(event.kind, aegis_api::WatchKind::MovedIn);
+    assert_eq!(event.name, "result.json");
+}

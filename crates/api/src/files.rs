@@ -40,3 +40,30 @@ pub struct FileInfo {
 pub struct PathQuery {
     pub path: String,
 }
+
+/// One change in a watched directory: one NDJSON line of `GET .../files/watch`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchEvent {
+    pub kind: WatchKind,
+    /// The entry's name in the watched directory (empty for `overflow`).
+    pub name: String,
+    /// Whether the entry is a directory.
+    #[serde(default)]
+    pub dir: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WatchKind {
+    /// Created in the directory (a file may still be being written).
+    Created,
+    /// A file opened for writing was closed: its content is complete.
+    Written,
+    Deleted,
+    /// Renamed into the directory (how `aegis cp` and atomic writers put files in place).
+    MovedIn,
+    MovedOut,
+    /// Events were lost in the guest: list the directory again.
+    Overflow,
+}

@@ -23,7 +23,7 @@ pub use app::{
     ServeApp,
 };
 pub use error::{ApiError, ErrorBody, ErrorCode};
-pub use files::{FileInfo, FileKind, PathQuery};
+pub use files::{FileInfo, FileKind, PathQuery, WatchEvent, WatchKind};
 pub use home::{AegisHome, HomeError, HOME_ENV};
 pub use image::{ImageInfo, ImageKind, PullEvent, PullImage};
 pub use instance::{

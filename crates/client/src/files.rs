@@ -4,7 +4,7 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use aegis_api::FileInfo;
+use aegis_api::{FileInfo, WatchEvent};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use http_body_util::{BodyExt, StreamBody};
@@ -13,6 +13,7 @@ use hyper::{header, Method, Request};
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 
+use crate::output::NdjsonStream;
 use crate::transport::{api_error, ConnGuard};
 use crate::{encode_segment, instance_path, Client, Error, Result};
 
@@ -69,6 +70,16 @@ impl Client {
             .open_stream(Method::GET, &files_path(id, "archive", path))
             .await?;
         Ok(ArchiveStream { body, _conn: conn })
+    }
+
+    /// `GET .../files/watch?path=DIR`: changes to the entries of the guest directory `dir`
+    /// (not recursive), one event at a time, until the stream is dropped or the directory
+    /// goes away. The instance is kept awake meanwhile.
+    pub async fn watch_path(&self, id: &str, dir: &str) -> Result<NdjsonStream<WatchEvent>> {
+        let (body, conn) = self
+            .open_stream(Method::GET, &files_path(id, "watch", dir))
+            .await?;
+        Ok(NdjsonStream::new(body, conn, self.socket.clone()))
     }
 
     /// `PUT .../files/archive?path=DIR`: unpacks the tar stream `archive` into the existing

@@ -248,3 +248,42 @@ async fn hostile_or_cut_off_archives_leave_nothing() {
     let listed = c.list_path("h", "/in").await.unwrap().entries.unwrap();
     assert!(listed.is_empty(), "no partial file: {listed:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_sees_a_file_arrive_and_refuses_what_is_not_a_directory() {
+    let s = serve().await;
+    instance(&s.fx.daemon, "w").await;
+    let c = &s.client;
+    c.write_archive("w", "/", body(archive(&[("out/", b"", 0o755)])))
+        .await
+        .unwrap();
+    let mut events = c.watch_path("w", "/out").await.unwrap();
+    c.write_archive("w", "/out", body(archive(&[("result.json", b"{}", 0o644)])))
+        .await
+        .unwrap();
+    let event = tokio::time::timeout(std::time::Duration::from_secs(30), events.next_event())
+        .await
+        .expect("no watch event within 30 s")
+        .unwrap()
+        .expect("the watch ended");
+    assert_eq!(event.kind, aegis_api::WatchKind::MovedIn);
+    assert_eq!(event.name, "result.json");
+    assert!(!event.dir);
+    // A watch holds the instance awake like a connection, until its client goes.
+    let rt = s.fx.daemon.instances.get("w").unwrap();
+    assert_eq!(rt.activity.open_connections(), 1);
+    drop(events);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while rt.activity.open_connections() != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the watch outlived its client"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    let e = c.watch_path("w", "/out/result.json").await.err().unwrap();
+    assert_eq!(status(e), 400);
+    let e = c.watch_path("w", "/nope").await.err().unwrap();
+    assert_eq!(status(e), 404);
+}

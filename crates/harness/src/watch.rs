@@ -108,7 +108,10 @@ fn encode(raw: &[u8]) -> (Vec<u8>, bool) {
         let (mask, len) = (field(1), field(3) as usize);
         let name_bytes = &raw[(at + HEADER).min(raw.len())..(at + HEADER + len).min(raw.len())];
         at += HEADER + len;
-        let name_end = name_bytes.iter().position(|&b| b == 0).unwrap_or(name_bytes.len());
+        let name_end = name_bytes
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(name_bytes.len());
         let name = String::from_utf8_lossy(&name_bytes[..name_end]).into_owned();
         if mask & (libc::IN_DELETE_SELF | libc::IN_MOVE_SELF | libc::IN_IGNORED) != 0 {
             gone = true;

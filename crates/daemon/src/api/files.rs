@@ -75,3 +75,19 @@ pub async fn write_archive(
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+pub async fn watch(
+    State(d): State<Arc<Daemon>>,
+    Path(id): Path<String>,
+    Query(q): Params,
+) -> Result<Response, Error> {
+    let events = d.instances.watch_path(&id, path_param(&q)?).await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/x-ndjson"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(events),
+    )
+        .into_response())
+}

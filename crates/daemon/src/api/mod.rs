@@ -48,6 +48,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/v1/instances/{id}/logs", get(instances::logs))
         .route("/v1/instances/{id}/files/stat", get(files::stat))
         .route("/v1/instances/{id}/files/list", get(files::list))
+        .route("/v1/instances/{id}/files/watch", get(files::watch))
         .route(
             "/v1/instances/{id}/files/archive",
             get(files::read_archive).put(files::write_archive),

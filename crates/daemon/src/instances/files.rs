@@ -25,16 +25,17 @@ use super::runtime::InstanceRuntime;
 use super::InstanceManager;
 
 /// How long a guest may take to describe a path.
-const STAT_TIMEOUT: Duration = Duration::from_secs(30);
+pub(super) const STAT_TIMEOUT: Duration = Duration::from_secs(30);
 /// The longest guest path accepted (Linux's PATH_MAX).
 const MAX_PATH: usize = 4096;
 
 /// Which guest answer someone waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Reply {
+pub(super) enum Reply {
     Sent(StreamId),
     Written(StreamId),
     Stat(u64),
+    Watch(StreamId),
 }
 
 /// The file operations waiting for the guest's answer, on one session.
@@ -51,6 +52,7 @@ impl FileReplies {
             GuestMessage::PathSent { stream, .. } => Reply::Sent(*stream),
             GuestMessage::PathWritten { stream, .. } => Reply::Written(*stream),
             GuestMessage::PathStat { id, .. } => Reply::Stat(*id),
+            GuestMessage::WatchStarted { stream, .. } => Reply::Watch(*stream),
             _ => return Some(msg),
         };
         match self.waiting.lock().remove(&key) {
@@ -62,12 +64,16 @@ impl FileReplies {
         None
     }
 
+    pub(super) fn forget(&self, key: Reply) {
+        self.waiting.lock().remove(&key);
+    }
+
     /// Fails everyone waiting: the session is gone.
     pub fn clear(&self) {
         self.waiting.lock().clear();
     }
 
-    fn expect(&self, key: Reply) -> oneshot::Receiver<GuestMessage> {
+    pub(super) fn expect(&self, key: Reply) -> oneshot::Receiver<GuestMessage> {
         let (tx, rx) = oneshot::channel();
         self.waiting.lock().insert(key, tx);
         rx
@@ -75,8 +81,8 @@ impl FileReplies {
 }
 
 /// A running VM of an instance, held awake for one file operation.
-struct Awake {
-    connector: Arc<Connector>,
+pub(super) struct Awake {
+    pub(super) connector: Arc<Connector>,
     _activity: ActivityGuard,
 }
 
@@ -185,7 +191,7 @@ impl InstanceManager {
     }
 
     /// Wakes instance `key` for a file operation on the guest path `path`.
-    async fn awake(&self, key: &str, path: &str) -> Result<Awake, ApiError> {
+    pub(super) async fn awake(&self, key: &str, path: &str) -> Result<Awake, ApiError> {
         check_path(path)?;
         let rt = self.get(key)?;
         // Counted before the wake, so an idle timer cannot pause the VM between the two.
@@ -271,7 +277,7 @@ fn check_path(path: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn path_error(key: &str, e: &PathError) -> ApiError {
+pub(super) fn path_error(key: &str, e: &PathError) -> ApiError {
     let (code, hint) = match e.kind {
         PathErrorKind::NotFound => (ErrorCode::NotFound, ""),
         PathErrorKind::NotADirectory => (ErrorCode::InvalidRequest, ""),
@@ -285,7 +291,7 @@ fn path_error(key: &str, e: &PathError) -> ApiError {
     ApiError::new(code, format!("instance {key}: {}{hint}", e.message))
 }
 
-fn gone(key: &str, e: &dyn std::fmt::Display) -> ApiError {
+pub(super) fn gone(key: &str, e: &dyn std::fmt::Display) -> ApiError {
     ApiError::new(
         ErrorCode::Unavailable,
         format!("the session with instance {key} ended during a file operation ({e}); retry"),

@@ -16,6 +16,7 @@ mod snapshot_cache;
 mod target;
 mod upstream;
 mod wake;
+mod watch;
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
