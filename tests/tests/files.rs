@@ -53,8 +53,28 @@ fn mode(p: &Path) -> u32 {
 #[test]
 fn a_directory_goes_in_and_out_with_its_modes() {
     let d = TestDaemon::start("qemu");
-    instance(&d, "box", "");
+    instance(
+        &d,
+        "box",
+        "mkdir /sp && echo x > /sp/f && mknod /sp/null c 1 3 && mkfifo /sp/pipe &&",
+    );
     let host = tempfile::tempdir().unwrap();
+
+    // Special files out of a guest: fifos are made, device nodes skipped with a warning.
+    let special = host.path().join("special");
+    let o = d.aegis(&["cp", "box:/sp", special.to_str().unwrap()]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("skipped device node sp/null"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(std::fs::read(special.join("f")).unwrap(), b"x\n");
+    assert!(!special.join("null").exists());
+    use std::os::unix::fs::FileTypeExt;
+    let pipe = std::fs::symlink_metadata(special.join("pipe")).unwrap();
+    assert!(pipe.file_type().is_fifo());
+
     let src = host.path().join("proj");
     std::fs::create_dir_all(src.join("bin")).unwrap();
     std::fs::write(src.join("bin/run.sh"), b"#!/bin/sh\necho hi\n").unwrap();
