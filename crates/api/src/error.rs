@@ -19,8 +19,8 @@ pub enum ErrorCode {
     /// A configured quota is full: too many live VMs, instances or ports (429). The message
     /// names the limit, its value and the `config.toml` key that raises it.
     LimitReached,
-    /// The host's free disk under the Aegis home would drop below the configured reserve
-    /// (507).
+    /// A disk has no room: the host's free disk under the Aegis home would drop below the
+    /// configured reserve, or a guest's disk is full for a file write (507).
     InsufficientStorage,
 }
 

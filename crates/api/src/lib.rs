@@ -11,6 +11,7 @@
 pub mod app;
 pub mod error;
 pub mod exec;
+pub mod files;
 pub mod home;
 pub mod image;
 pub mod instance;
@@ -26,6 +27,7 @@ pub use app::{
 };
 pub use error::{error_chain, ApiError, ErrorBody, ErrorCode};
 pub use exec::{CreateExec, Exec, ExecState, TtySize};
+pub use files::{FileInfo, FileKind, PathQuery, WatchEvent, WatchKind};
 pub use home::{AegisHome, HomeError, HOME_ENV};
 pub use image::{ImageInfo, ImageKind, PullEvent, PullImage};
 pub use instance::{

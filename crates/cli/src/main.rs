@@ -69,6 +69,9 @@ enum Command {
     /// Wake an instance now rather than on its next connection.
     #[command(after_help = commands::lifecycle::RESUME_HELP)]
     Resume(commands::lifecycle::Args),
+    /// Copy files between the host and an instance (INSTANCE:/path), either way.
+    #[command(after_help = commands::cp::HELP)]
+    Cp(commands::cp::Args),
     Up(commands::up::Args),
     Down(commands::down::Args),
     Status(commands::status::Args),
@@ -152,6 +155,7 @@ fn dispatch(ctx: &Context, command: Command) -> anyhow::Result<i32> {
             Command::Resume(args) => {
                 commands::lifecycle::run(ctx, args, commands::lifecycle::Action::Resume).await
             }
+            Command::Cp(args) => commands::cp::run(ctx, args).await,
             Command::Up(args) => commands::up::run(ctx, args).await,
             Command::Down(args) => commands::down::run(ctx, args).await,
             Command::Status(args) => commands::status::run(ctx, args).await,

@@ -20,6 +20,7 @@
 mod apps;
 mod error;
 mod exec;
+mod files;
 mod follow;
 mod images;
 mod leases;
@@ -38,6 +39,7 @@ use hyper::Method;
 pub use apps::PUBLISH_TIMEOUT;
 pub use error::{Error, Result};
 pub use exec::{ExecFollower, ExecItem, EXEC_CREATE_TIMEOUT};
+pub use files::ArchiveStream;
 pub use follow::{FollowItem, OutputFollower, DEFAULT_RECONNECT_WINDOW};
 pub use leases::LEASE_WAKE_TIMEOUT;
 pub use output::{NdjsonStream, OutputStream};

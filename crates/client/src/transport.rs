@@ -18,6 +18,13 @@ use crate::{Client, Error, Result};
 #[derive(Debug)]
 pub(crate) struct ConnGuard(JoinHandle<()>);
 
+impl ConnGuard {
+    /// Drives `conn` in a task owned by the guard.
+    pub(crate) fn spawn(conn: impl std::future::Future<Output = ()> + Send + 'static) -> Self {
+        ConnGuard(tokio::spawn(conn))
+    }
+}
+
 impl Drop for ConnGuard {
     fn drop(&mut self) {
         self.0.abort();

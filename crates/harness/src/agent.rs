@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use crate::process::{self, Processes, StdioStreams};
 use crate::reaper::Reaper;
 use crate::session_io::{self, BoxedChannel, IoControl};
-use crate::{archive, clock, command, forward};
+use crate::{archive, clock, command, files, forward, watch};
 
 /// How long processes get between SIGTERM and SIGKILL on `Shutdown`.
 const TERM_GRACE: Duration = Duration::from_secs(2);
@@ -288,6 +288,18 @@ impl Agent {
                     stream,
                     path,
                 ));
+            }
+            HostMessage::WritePath { stream, path } => {
+                let root = inner.config.root.clone();
+                tokio::spawn(files::write_path(session.clone(), root, stream, path));
+            }
+            HostMessage::StatPath { id, path, list } => {
+                let root = inner.config.root.clone();
+                tokio::spawn(files::stat_path(session.clone(), root, id, path, list));
+            }
+            HostMessage::WatchPath { stream, path } => {
+                let root = inner.config.root.clone();
+                tokio::spawn(watch::watch_path(session.clone(), root, stream, path));
             }
             HostMessage::Attach { id, stdout, stderr } => {
                 let reply = match inner.procs.attach(session, id, stdout, stderr) {

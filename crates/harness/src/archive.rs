@@ -5,7 +5,8 @@
 //! of the archive piling up in memory. Entries are named from the last component of the
 //! requested path (`/srv/app` -> `app/...`; `/` -> `./...`). Symlinks are archived as links
 //! and never followed, so nothing outside the tree is read; modes, owners and mtimes are kept.
-//! Sockets cannot be archived and are skipped.
+//! Sockets cannot be archived and are skipped; device nodes and fifos are archived as such
+//! (what the host does with them is the host's decision).
 
 use std::fs;
 use std::io::{self, Write};
@@ -107,7 +108,11 @@ fn append(
             return Ok(());
         }
     }
-    tar.append_path_with_name(source, name).map_err(at)?;
+    if is_special(&kind) {
+        append_special(tar, &meta, name).map_err(at)?;
+    } else {
+        tar.append_path_with_name(source, name).map_err(at)?;
+    }
     if kind.is_dir() {
         let mut entries: Vec<_> = fs::read_dir(source)
             .map_err(at)?
@@ -119,6 +124,37 @@ fn append(
         }
     }
     Ok(())
+}
+
+fn is_special(kind: &fs::FileType) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    kind.is_fifo() || kind.is_char_device() || kind.is_block_device()
+}
+
+/// Appends a device node or fifo as `name`. tar 0.4's own `append_path_with_name` names these
+/// entries after the source path instead of `name`, which it then refuses as absolute.
+fn append_special<W: Write>(
+    tar: &mut tar::Builder<W>,
+    meta: &fs::Metadata,
+    name: &Path,
+) -> io::Result<()> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let kind = meta.file_type();
+    let entry_type = if kind.is_fifo() {
+        tar::EntryType::Fifo
+    } else if kind.is_char_device() {
+        tar::EntryType::Char
+    } else {
+        tar::EntryType::Block
+    };
+    let mut header = tar::Header::new_gnu();
+    header.set_metadata_in_mode(meta, tar::HeaderMode::Complete);
+    header.set_entry_type(entry_type);
+    header.set_size(0);
+    let rdev = meta.rdev();
+    header.set_device_major(libc::major(rdev))?;
+    header.set_device_minor(libc::minor(rdev))?;
+    tar.append_data(&mut header, name, io::empty())
 }
 
 /// `io::Write` that cuts the archive into chunks for the async side.
@@ -158,5 +194,29 @@ impl Write for ChunkWriter {
 
     fn flush(&mut self) -> io::Result<()> {
         self.send()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fifos_are_archived_under_their_archive_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("d");
+        fs::create_dir(&src).unwrap();
+        let fifo = std::ffi::CString::new(src.join("pipe").to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo reads a NUL-terminated path that outlives the call.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o640) }, 0);
+        let mut tar = tar::Builder::new(Vec::new());
+        let meta = fs::symlink_metadata(src.join("pipe")).unwrap();
+        append_special(&mut tar, &meta, Path::new("d/pipe")).unwrap();
+        let bytes = tar.into_inner().unwrap();
+        let mut ar = tar::Archive::new(&bytes[..]);
+        let entry = ar.entries().unwrap().next().unwrap().unwrap();
+        assert_eq!(entry.path().unwrap(), Path::new("d/pipe"));
+        assert_eq!(entry.header().entry_type(), tar::EntryType::Fifo);
+        assert_eq!(entry.header().mode().unwrap() & 0o777, 0o640);
     }
 }

@@ -19,6 +19,7 @@ pub mod agent;
 mod archive;
 mod clock;
 mod command;
+mod files;
 mod forward;
 mod paths;
 mod process;
@@ -26,5 +27,6 @@ mod pty;
 mod reaper;
 mod session_io;
 mod user;
+mod watch;
 
 pub use agent::{Agent, AgentConfig, SessionEnd};

@@ -22,7 +22,7 @@ pub mod session;
 
 pub use frame::{Frame, FrameError, StreamId};
 pub use message::{
-    ExitStatus, GuestMessage, HostMessage, ProcId, ProcessSpec, SpawnError, SpawnErrorKind,
-    PROTOCOL_VERSION,
+    ExitStatus, FileKind, GuestMessage, HostMessage, PathError, PathErrorKind, PathInfo, ProcId,
+    ProcessSpec, SpawnError, SpawnErrorKind, WatchEvent, WatchKind, PROTOCOL_VERSION,
 };
 pub use session::{Session, SessionConfig, SessionError, SessionStats, Side, Stream, Violation};

@@ -72,6 +72,18 @@ pub enum HostMessage {
     Connect { stream: StreamId, port: u16 },
     /// Send the file or directory at `path` as a tar archive on `stream`, then `PathSent`.
     ReadPath { stream: StreamId, path: String },
+    /// Unpack the tar archive the host sends on `stream` into the existing guest directory
+    /// `path`. Entries are staged under a temporary name in `path` and renamed into place
+    /// once the whole archive arrived, so a failed write leaves nothing. Answered by
+    /// `PathWritten`.
+    WritePath { stream: StreamId, path: String },
+    /// Describe the guest path `path` (symlinks not followed) and, when `list` and it is a
+    /// directory, its entries. Answered by `PathStat` with the same `id`.
+    StatPath { id: u64, path: String, list: bool },
+    /// Report changes to the entries of the directory `path` (inotify, not recursive) as
+    /// NDJSON [`WatchEvent`] lines on `stream` until the host closes or resets it. Answered by
+    /// `WatchStarted`.
+    WatchPath { stream: StreamId, path: String },
     /// Send the further output of the running process `id` on these streams of this
     /// session (a host that reconnected, or a VM restored from a snapshot, whose earlier
     /// session is gone). Output written while no host was attached is kept, up to a bound,
@@ -134,8 +146,102 @@ pub enum GuestMessage {
         stream: StreamId,
         error: Option<String>,
     },
+    /// The archive sent for `WritePath` is in place (`error: None`), or nothing of it is.
+    PathWritten {
+        stream: StreamId,
+        error: Option<PathError>,
+    },
+    /// The answer to `StatPath`.
+    PathStat {
+        id: u64,
+        result: Result<PathInfo, PathError>,
+    },
+    /// The watch asked for by `WatchPath` runs (`error: None`) or could not start.
+    WatchStarted {
+        stream: StreamId,
+        error: Option<PathError>,
+    },
     /// The guest is powering off; no further messages follow.
     ShuttingDown,
+}
+
+/// One change in a watched directory: one NDJSON line on a `WatchPath` stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchEvent {
+    pub kind: WatchKind,
+    /// The entry's name in the watched directory (empty for `overflow`).
+    pub name: String,
+    /// Whether the entry is a directory.
+    #[serde(default)]
+    pub dir: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WatchKind {
+    /// Created in the directory (a file may still be being written).
+    Created,
+    /// A file opened for writing was closed: its content is complete.
+    Written,
+    Deleted,
+    /// Renamed into the directory (how `aegis cp` and atomic writers put files in place).
+    MovedIn,
+    MovedOut,
+    /// Events were lost (the guest's inotify queue overflowed): look again.
+    Overflow,
+}
+
+/// Why a file operation on a guest path failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathError {
+    pub kind: PathErrorKind,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PathErrorKind {
+    /// The path (or a parent of it) does not exist.
+    NotFound,
+    /// A directory was needed and this is something else.
+    NotADirectory,
+    /// The guest file system is full (or over quota).
+    NoSpace,
+    /// The request or the archive is malformed.
+    Invalid,
+    Other,
+}
+
+/// What a guest path is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileKind {
+    File,
+    Dir,
+    Symlink,
+    Other,
+}
+
+/// One guest path, as `lstat` sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathInfo {
+    /// The last component (`/` for the root).
+    pub name: String,
+    pub kind: FileKind,
+    pub size: u64,
+    /// Permission bits, including setuid/setgid/sticky.
+    pub mode: u32,
+    /// Seconds since the Unix epoch.
+    pub mtime: i64,
+    /// A symlink's target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+    /// A directory's entries in name order, when asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entries: Option<Vec<PathInfo>>,
 }
 
 /// Why a process could not be started.

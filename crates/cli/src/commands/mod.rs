@@ -1,6 +1,7 @@
 //! One file per command.
 
 pub mod app;
+pub mod cp;
 pub mod doctor;
 pub mod down;
 pub mod exec;

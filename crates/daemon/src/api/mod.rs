@@ -3,6 +3,7 @@
 
 mod apps;
 mod exec;
+mod files;
 mod images;
 mod instances;
 mod leases;
@@ -67,6 +68,13 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/v1/execs/{id}/stdin", post(exec::stdin))
         .route("/v1/execs/{id}/signal", post(exec::signal))
         .route("/v1/execs/{id}/resize", post(exec::resize))
+        .route("/v1/instances/{id}/files/stat", get(files::stat))
+        .route("/v1/instances/{id}/files/list", get(files::list))
+        .route("/v1/instances/{id}/files/watch", get(files::watch))
+        .route(
+            "/v1/instances/{id}/files/archive",
+            get(files::read_archive).put(files::write_archive),
+        )
         .route("/v1/apps", post(apps::create).get(apps::list))
         .route("/v1/apps/{name}", get(apps::get).delete(apps::delete))
         .route(

@@ -19,6 +19,9 @@ use aegis_api::{ActivityHolder, Lease, PortConnections, PortProtocol};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
+/// How much of a holder's label `awake_because` shows.
+pub const MAX_LABEL_CHARS: usize = 120;
+
 /// A lease in the table.
 #[derive(Debug, Clone)]
 pub(super) struct LeaseEntry {
@@ -103,14 +106,20 @@ impl ActivityHolders {
     }
 
     /// Holds the instance awake until the guard is dropped. `kind` is a short word (`exec`,
-    /// `pty`), `label` says which one (an id, a command); both are shown in `awake_because`.
+    /// `pty`, `files`, `watch`), `label` says which one (a command, a path); both are shown
+    /// in `awake_because`, the label cut to [`MAX_LABEL_CHARS`] (it comes from a client).
     pub fn hold(self: &Arc<Self>, kind: &str, label: impl Into<String>) -> HolderGuard {
         let key = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut label = label.into();
+        if let Some((cut, _)) = label.char_indices().nth(MAX_LABEL_CHARS) {
+            label.truncate(cut);
+            label.push_str("...");
+        }
         self.table.lock().held.insert(
             key,
             Held {
                 kind: kind.to_string(),
-                label: label.into(),
+                label,
                 since: Instant::now(),
             },
         );
@@ -280,6 +289,15 @@ mod tests {
         drop(g);
         assert!(!h.any_live());
         assert!(h.since_last_end() < Duration::MAX);
+    }
+
+    #[test]
+    fn a_long_label_is_cut_on_a_char_boundary() {
+        let h = ActivityHolders::new();
+        let _g = h.hold("files", "é".repeat(500));
+        let label = &h.holders()[0].label;
+        assert_eq!(label.chars().count(), MAX_LABEL_CHARS + 3);
+        assert!(label.ends_with("..."));
     }
 
     #[test]

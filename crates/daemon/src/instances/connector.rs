@@ -10,6 +10,8 @@ use std::time::Duration;
 use aegis_proto::{GuestMessage, HostMessage, ProcId, Session, Stream, StreamId};
 use tokio::sync::{mpsc, oneshot};
 
+use super::files::FileReplies;
+
 type Pending = Mutex<HashMap<StreamId, oneshot::Sender<Result<(), String>>>>;
 /// Processes other than the server (execs) whose `Spawned`/`SpawnFailed`/`Exited` go to
 /// their owner rather than to the log.
@@ -19,6 +21,8 @@ pub struct Connector {
     session: Session,
     pending: Arc<Pending>,
     procs: Arc<Procs>,
+    /// Answers to file operations (`instances/files.rs`).
+    pub(super) files: Arc<FileReplies>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +46,8 @@ impl Connector {
         let procs: Arc<Procs> = Arc::default();
         let p = pending.clone();
         let owned = procs.clone();
+        let files: Arc<FileReplies> = Arc::default();
+        let f = files.clone();
         tokio::spawn(async move {
             while let Some(ev) = events.recv().await {
                 let proc_id = match &ev {
@@ -68,17 +74,23 @@ impl Connector {
                     GuestMessage::Exited { status, .. } => {
                         tracing::warn!(instance = %owner, ?status, "the served process exited");
                     }
-                    other => tracing::debug!(instance = %owner, ?other, "guest event"),
+                    other => {
+                        if let Some(other) = f.deliver(other) {
+                            tracing::debug!(instance = %owner, ?other, "guest event");
+                        }
+                    }
                 }
             }
             // Session gone: everyone waiting fails now rather than at their timeout.
             p.lock().clear();
             owned.lock().clear();
+            f.clear();
         });
         Arc::new(Connector {
             session,
             pending,
             procs,
+            files,
         })
     }
 

@@ -243,19 +243,9 @@ impl Running {
     fn new(rt: &Arc<InstanceRuntime>, req: &CreateExec) -> Self {
         let kind = if req.tty.is_some() { "pty" } else { "exec" };
         Running {
-            _hold: rt.holders.hold(kind, holder_label(&req.command)),
+            _hold: rt.holders.hold(kind, req.command.join(" ")),
             _activity: rt.activity.guard(),
         }
-    }
-}
-
-/// The command line as `awake_because` shows it, cut to a readable length.
-fn holder_label(command: &[String]) -> String {
-    const MAX: usize = 80;
-    let line = command.join(" ");
-    match line.char_indices().nth(MAX) {
-        Some((cut, _)) => format!("{}...", &line[..cut]),
-        None => line,
     }
 }
 

@@ -9,6 +9,7 @@ mod activity_holders;
 mod connector;
 mod error;
 pub mod exec;
+pub mod files;
 mod idle;
 mod leases;
 mod lifecycle;
@@ -19,6 +20,7 @@ mod snapshot_cache;
 mod target;
 mod upstream;
 mod wake;
+mod watch;
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
