@@ -38,7 +38,7 @@ pub use lease::{
     check_lease_holder, check_lease_ttl, ActivityHolder, AwakeBecause, CreateLease, IdleTimers,
     Lease, PortConnections, RenewLease, MAX_LEASE_TTL_SECS,
 };
-pub use limits::Limits;
+pub use limits::{human_bytes, Limits};
 pub use status::{CapabilitiesInfo, Status};
 pub use task::{CreateTask, OutputEvent, StreamName, Task, TaskState};
 pub use workspace::{CreateWorkspace, Workspace, WorkspaceMode, WorkspaceSpec};

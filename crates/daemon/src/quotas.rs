@@ -7,7 +7,7 @@
 //! ends, an instance while it is booting, running or paused. Admission takes one lock, so
 //! that two requests at once cannot both take the last place.
 
-use aegis_api::{ApiError, ErrorCode, InstanceState};
+use aegis_api::{human_bytes, ApiError, ErrorCode, InstanceState};
 use parking_lot::Mutex;
 
 use crate::daemon::Daemon;
@@ -114,9 +114,9 @@ pub fn check_free_disk(daemon: &Daemon, doing: &str) -> Result<(), ApiError> {
                 "cannot {doing}: {} is free under {} and the limit free_disk_reserve_bytes \
                  keeps {} free; free some disk (`aegis image rm`, `aegis task rm`), or lower \
                  [limits] free_disk_reserve_bytes in {}",
-                human(free),
+                human_bytes(free),
                 home.display(),
-                human(reserve),
+                human_bytes(reserve),
                 config_file_hint(daemon)
             ),
         ));
@@ -148,38 +148,9 @@ fn config_file_hint(daemon: &Daemon) -> String {
     daemon.config.config_file.display().to_string()
 }
 
-/// `bytes` for people: `10 GiB`, `1.5 MiB`, `512 bytes`.
-pub fn human(bytes: u64) -> String {
-    const UNITS: [(&str, u64); 4] = [
-        ("TiB", 1 << 40),
-        ("GiB", 1 << 30),
-        ("MiB", 1 << 20),
-        ("KiB", 1 << 10),
-    ];
-    for (unit, size) in UNITS {
-        if bytes >= size {
-            let whole = bytes / size;
-            let tenth = (bytes % size) * 10 / size;
-            return if tenth == 0 {
-                format!("{whole} {unit}")
-            } else {
-                format!("{whole}.{tenth} {unit}")
-            };
-        }
-    }
-    format!("{bytes} bytes")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_read_as_people_write_them() {
-        assert_eq!(human(512), "512 bytes");
-        assert_eq!(human(1 << 30), "1 GiB");
-        assert_eq!(human(3 << 19), "1.5 MiB");
-    }
 
     #[test]
     fn the_home_file_system_has_some_free_space() {

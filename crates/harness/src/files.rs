@@ -13,6 +13,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use aegis_archive::ChunkReader;
 use aegis_proto::{FileKind, GuestMessage, PathError, PathErrorKind, PathInfo, Session, StreamId};
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -177,43 +178,6 @@ impl Drop for Staging {
         if let Err(e) = fs::remove_dir_all(&self.0) {
             tracing::warn!(dir = %self.0.display(), error = %e, "cannot remove a write's staging directory");
         }
-    }
-}
-
-/// `io::Read` over the chunks of the stream. `None` marks the stream's clean end; a channel
-/// closed without it is an error, so that an archive cut off at an entry boundary is never
-/// taken for a whole one.
-struct ChunkReader {
-    rx: mpsc::Receiver<Option<Bytes>>,
-    current: Bytes,
-    ended: bool,
-}
-
-impl ChunkReader {
-    fn new(rx: mpsc::Receiver<Option<Bytes>>) -> Self {
-        ChunkReader {
-            rx,
-            current: Bytes::new(),
-            ended: false,
-        }
-    }
-}
-
-impl Read for ChunkReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.current.is_empty() {
-            if self.ended {
-                return Ok(0);
-            }
-            match self.rx.blocking_recv() {
-                Some(Some(chunk)) => self.current = chunk,
-                Some(None) => self.ended = true,
-                None => return Err(io::Error::other("the archive stream broke off")),
-            }
-        }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current.split_to(n));
-        Ok(n)
     }
 }
 

@@ -94,7 +94,7 @@ pub enum Error {
     },
 
     /// A blob is larger than the store's blob size limit.
-    #[error("{what} {digest} of {reference} is larger than the blob size limit of {} ({size}); nothing was stored (if the image is trusted, raise `max_blob_bytes` in the image limits)", crate::limits::human(*.limit))]
+    #[error("{what} {digest} of {reference} is larger than the blob size limit of {} ({size}); nothing was stored (if the image is trusted, raise `max_blob_bytes` in the image limits)", aegis_api::human_bytes(*.limit))]
     BlobOverLimit {
         /// The canonical reference.
         reference: String,
@@ -122,7 +122,7 @@ pub enum Error {
     },
 
     /// A layer unpacks to more than the unpacked-layer limit (e.g. a decompression bomb).
-    #[error("layer {layer} unpacks to more than the limit of {} of uncompressed data; unpacking stopped and its partial output was removed (a decompression bomb, or a very large layer: if the image is trusted, raise `max_layer_unpacked_bytes` in the image limits)", crate::limits::human(*.limit))]
+    #[error("layer {layer} unpacks to more than the limit of {} of uncompressed data; unpacking stopped and its partial output was removed (a decompression bomb, or a very large layer: if the image is trusted, raise `max_layer_unpacked_bytes` in the image limits)", aegis_api::human_bytes(*.limit))]
     LayerOverLimit {
         /// The layer digest (or a description).
         layer: String,

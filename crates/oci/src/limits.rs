@@ -42,28 +42,6 @@ impl Default for Limits {
     }
 }
 
-/// `bytes` for people: `10 GiB`, `1.5 MiB`, `512 bytes`.
-pub(crate) fn human(bytes: u64) -> String {
-    const UNITS: [(&str, u64); 4] = [
-        ("TiB", 1 << 40),
-        ("GiB", 1 << 30),
-        ("MiB", 1 << 20),
-        ("KiB", 1 << 10),
-    ];
-    for (unit, size) in UNITS {
-        if bytes >= size {
-            let whole = bytes / size;
-            let tenths = (bytes % size) * 10 / size;
-            return if tenths == 0 {
-                format!("{whole} {unit}")
-            } else {
-                format!("{whole}.{tenths} {unit}")
-            };
-        }
-    }
-    format!("{bytes} bytes")
-}
-
 /// A reader that fails once more than `cap` bytes have been read through it, and remembers
 /// that it did (the failure surfaces through the tar reader as an ordinary I/O error).
 pub(crate) struct CappedReader<R> {
@@ -109,13 +87,6 @@ impl<R: Read> Read for CappedReader<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn human_sizes() {
-        assert_eq!(human(10 * GIB), "10 GiB");
-        assert_eq!(human(3 << 19), "1.5 MiB");
-        assert_eq!(human(512), "512 bytes");
-    }
 
     #[test]
     fn capped_reader_passes_exactly_cap_and_trips_beyond() {

@@ -4,13 +4,14 @@
 use std::fs;
 use std::io::Write;
 
+use aegis_api::human_bytes;
 use futures::StreamExt;
 use oci_client::manifest::OciDescriptor;
 use sha2::{Digest, Sha256};
 
 use crate::config::ImageConfig;
 use crate::error::{Error, Result};
-use crate::limits::{human, MAX_CONFIG_BYTES};
+use crate::limits::MAX_CONFIG_BYTES;
 use crate::manifest::{parse_image_manifest, platform_of_index};
 use crate::progress::Progress;
 use crate::reference::Reference;
@@ -96,7 +97,7 @@ impl Store {
                     desc,
                     what,
                     cap,
-                    format!("{} declared", human(desc.size as u64)),
+                    format!("{} declared", human_bytes(desc.size as u64)),
                 ));
             }
         }
@@ -223,7 +224,7 @@ impl Store {
                     desc,
                     what,
                     cap,
-                    format!("{} announced", human(length)),
+                    format!("{} announced", human_bytes(length)),
                 ));
             }
         }
@@ -253,7 +254,7 @@ impl Store {
                     desc,
                     what,
                     cap,
-                    format!("over {}", human(cap)),
+                    format!("over {}", human_bytes(cap)),
                 ));
             }
             hasher.update(&chunk);

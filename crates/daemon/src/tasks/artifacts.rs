@@ -15,6 +15,7 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use aegis_archive::{link_stays_inside, ChunkReader};
 use aegis_proto::{GuestMessage, HostMessage, Session};
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -234,42 +235,6 @@ fn remove_dir_if_present(dir: &Path) -> std::io::Result<()> {
     }
 }
 
-/// `io::Read` over the chunks the async side forwards. `None` marks the stream's end; a
-/// channel closed without it means the copy was abandoned (error, timeout, cancel).
-struct ChunkReader {
-    rx: mpsc::Receiver<Option<Bytes>>,
-    current: Bytes,
-    ended: bool,
-}
-
-impl ChunkReader {
-    fn new(rx: mpsc::Receiver<Option<Bytes>>) -> Self {
-        ChunkReader {
-            rx,
-            current: Bytes::new(),
-            ended: false,
-        }
-    }
-}
-
-impl Read for ChunkReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.current.is_empty() {
-            if self.ended {
-                return Ok(0);
-            }
-            match self.rx.blocking_recv() {
-                Some(Some(chunk)) => self.current = chunk,
-                Some(None) => self.ended = true,
-                None => return Err(std::io::Error::other("the artifact copy was abandoned")),
-            }
-        }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current.split_to(n));
-        Ok(n)
-    }
-}
-
 fn is_contained(p: &Path) -> bool {
     p.components()
         .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
@@ -299,18 +264,8 @@ pub fn unpack(archive: impl Read, dest: &Path) -> Result<(), ArtifactError> {
         let kind = entry.header().entry_type();
         match kind {
             Symlink | Link => {
-                let target = entry
-                    .link_name()
-                    .map_err(io)?
-                    .unwrap_or_default()
-                    .into_owned();
-                // A symlink's target is resolved relative to the link's directory, a hard
-                // link's relative to the archive's root.
-                let base = match kind {
-                    Symlink => path.parent().unwrap_or(Path::new("")),
-                    _ => Path::new(""),
-                };
-                if target.is_absolute() || !stays_inside(&base.join(&target)) {
+                let target = entry.link_name().map_err(io)?.unwrap_or_default();
+                if !link_stays_inside(&path, &target, kind == Link) {
                     return Err(ArtifactError::Escape(name));
                 }
             }
@@ -339,25 +294,6 @@ fn owner_can_manage(path: &Path, dir: bool) -> std::io::Result<()> {
     let owner = if dir { 0o700 } else { 0o600 };
     let mode = (meta.permissions().mode() & 0o777) | owner;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-}
-
-/// Whether a relative path stays inside its root once `..` components are applied.
-fn stays_inside(p: &Path) -> bool {
-    let mut depth: i64 = 0;
-    for c in p.components() {
-        match c {
-            Component::Normal(_) => depth += 1,
-            Component::ParentDir => {
-                depth -= 1;
-                if depth < 0 {
-                    return false;
-                }
-            }
-            Component::CurDir => {}
-            Component::RootDir | Component::Prefix(_) => return false,
-        }
-    }
-    true
 }
 
 #[cfg(test)]

@@ -9,9 +9,10 @@
 //! and setgid bits are dropped; the other mode bits are kept.
 
 use std::fs;
-use std::io::{self, Read, Write};
-use std::path::{Component, Path, PathBuf};
+use std::io::{self, Read};
+use std::path::Path;
 
+use aegis_archive::{stays_inside, ChunkWriter};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
@@ -45,7 +46,7 @@ pub fn unpack(archive: impl Read, dest: &Path) -> Result<Skipped, UnpackError> {
         let mut entry = entry.map_err(io)?;
         let path = entry.path().map_err(io)?.into_owned();
         let name = path.display().to_string();
-        if !relative_inside(&path) {
+        if !stays_inside(&path) {
             return Err(UnpackError::Escape(name));
         }
         use tar::EntryType::*;
@@ -65,7 +66,7 @@ pub fn unpack(archive: impl Read, dest: &Path) -> Result<Skipped, UnpackError> {
             }
             Link => {
                 let target = entry.link_name().map_err(io)?.unwrap_or_default();
-                if !relative_inside(&target) {
+                if !stays_inside(&target) {
                     return Err(UnpackError::Escape(name));
                 }
             }
@@ -119,127 +120,13 @@ fn drop_setid_bits(path: &Path) -> io::Result<()> {
     fs::set_permissions(path, fs::Permissions::from_mode(mode & !0o6000))
 }
 
-/// Whether `p` is relative and never climbs above where it starts.
-fn relative_inside(p: &Path) -> bool {
-    let mut depth: i64 = 0;
-    for c in p.components() {
-        match c {
-            Component::Normal(_) => depth += 1,
-            Component::CurDir => {}
-            Component::ParentDir => {
-                depth -= 1;
-                if depth < 0 {
-                    return false;
-                }
-            }
-            Component::RootDir | Component::Prefix(_) => return false,
-        }
-    }
-    true
-}
-
 /// Packs the host path `source` as `name` (recursively, links kept as links) into chunks
 /// sent on `tx`, for a blocking thread. Sockets cannot be archived and are skipped.
 pub fn pack(source: &Path, name: &Path, tx: mpsc::Sender<io::Result<Bytes>>) -> io::Result<()> {
-    let mut tar = tar::Builder::new(ChunkWriter {
-        buf: Vec::with_capacity(CHUNK),
-        tx,
-    });
-    tar.follow_symlinks(false);
-    tar.mode(tar::HeaderMode::Complete);
-    append(&mut tar, source, name)?;
-    let mut out = tar.into_inner()?;
-    out.flush()
-}
-
-fn append<W: Write>(tar: &mut tar::Builder<W>, source: &Path, name: &Path) -> io::Result<()> {
-    use std::os::unix::fs::FileTypeExt;
-    let with_path = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", source.display()));
-    let meta = fs::symlink_metadata(source).map_err(with_path)?;
-    let kind = meta.file_type();
-    if kind.is_socket() {
-        eprintln!("aegis: skipping socket {}", source.display());
-        return Ok(());
-    }
-    if kind.is_fifo() || kind.is_char_device() || kind.is_block_device() {
-        append_special(tar, &meta, name).map_err(with_path)?;
-        return Ok(());
-    }
-    tar.append_path_with_name(source, name).map_err(with_path)?;
-    if kind.is_dir() {
-        let mut entries: Vec<PathBuf> = fs::read_dir(source)
-            .map_err(with_path)?
-            .map(|e| e.map(|e| e.path()))
-            .collect::<Result<_, _>>()
-            .map_err(with_path)?;
-        entries.sort();
-        for entry in entries {
-            let Some(file) = entry.file_name() else {
-                continue;
-            };
-            append(tar, &entry, &name.join(file))?;
-        }
-    }
-    Ok(())
-}
-
-/// tar 0.4's own `append_path_with_name` names device nodes and fifos after the source path
-/// instead of `name` (and then refuses it as absolute): build their header here.
-fn append_special<W: Write>(
-    tar: &mut tar::Builder<W>,
-    meta: &fs::Metadata,
-    name: &Path,
-) -> io::Result<()> {
-    use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    let kind = meta.file_type();
-    let mut header = tar::Header::new_gnu();
-    header.set_metadata_in_mode(meta, tar::HeaderMode::Complete);
-    header.set_entry_type(if kind.is_fifo() {
-        tar::EntryType::Fifo
-    } else if kind.is_char_device() {
-        tar::EntryType::Char
-    } else {
-        tar::EntryType::Block
-    });
-    header.set_size(0);
-    header.set_device_major(libc::major(meta.rdev()))?;
-    header.set_device_minor(libc::minor(meta.rdev()))?;
-    tar.append_data(&mut header, name, io::empty())
-}
-
-const CHUNK: usize = 64 * 1024;
-
-/// `io::Write` that cuts the archive into chunks for the upload.
-struct ChunkWriter {
-    buf: Vec<u8>,
-    tx: mpsc::Sender<io::Result<Bytes>>,
-}
-
-impl ChunkWriter {
-    fn send(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
-        self.tx
-            .blocking_send(Ok(chunk))
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the upload stopped"))
-    }
-}
-
-impl Write for ChunkWriter {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let n = data.len().min(CHUNK - self.buf.len());
-        self.buf.extend_from_slice(&data[..n]);
-        if self.buf.len() == CHUNK {
-            self.send()?;
-        }
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.send()
-    }
+    let skipped = &mut |p: &Path| eprintln!("aegis: skipping socket {}", p.display());
+    aegis_archive::pack(source, name, ChunkWriter::new(tx), skipped)
+        .map(drop)
+        .map_err(|e| io::Error::new(e.source.kind(), e.to_string()))
 }
 
 #[cfg(test)]

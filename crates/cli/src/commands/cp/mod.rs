@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use aegis_api::FileKind;
+use aegis_archive::ChunkReader;
 use aegis_client::{Client, Error as ClientError};
 use anyhow::{anyhow, bail, Context as _};
 use bytes::Bytes;
@@ -132,7 +133,7 @@ async fn to_host(client: &Client, instance: &str, path: &str, dst: &Path) -> any
     let (tx, rx) = mpsc::channel::<Option<Bytes>>(QUEUED_CHUNKS);
     let unpacker = {
         let into = staging.0.clone();
-        tokio::task::spawn_blocking(move || archive::unpack(ChannelReader::new(rx), &into))
+        tokio::task::spawn_blocking(move || archive::unpack(ChunkReader::new(rx), &into))
     };
     let mut received = Ok(());
     while let Some(chunk) = archive.next().await {
@@ -221,42 +222,6 @@ impl Drop for Staging {
             }
             _ => {}
         }
-    }
-}
-
-/// `io::Read` over the chunks of the download: `None` is the clean end, a channel closed
-/// without it an error, so that a cut-off archive never looks whole.
-struct ChannelReader {
-    rx: mpsc::Receiver<Option<Bytes>>,
-    current: Bytes,
-    ended: bool,
-}
-
-impl ChannelReader {
-    fn new(rx: mpsc::Receiver<Option<Bytes>>) -> Self {
-        ChannelReader {
-            rx,
-            current: Bytes::new(),
-            ended: false,
-        }
-    }
-}
-
-impl std::io::Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.current.is_empty() {
-            if self.ended {
-                return Ok(0);
-            }
-            match self.rx.blocking_recv() {
-                Some(Some(chunk)) => self.current = chunk,
-                Some(None) => self.ended = true,
-                None => return Err(std::io::Error::other("the copy broke off")),
-            }
-        }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current.split_to(n));
-        Ok(n)
     }
 }
 
