@@ -188,6 +188,13 @@ fn a_full_disk_under_the_registry_refuses_work_and_keeps_the_database() {
         // with the guest cache linked into it again.
         disk = Some(SmallDisk::mount(home, "16m"));
         std::os::unix::fs::symlink(aegis_tests::shared_cache(), home.join("cache")).unwrap();
+        // Without a reserve: the free-disk quota would refuse the task before the registry
+        // is written (that refusal has its own test, limits_fake); this one is about SQLite.
+        std::fs::write(
+            home.join("config.toml"),
+            "[limits]\nfree_disk_reserve_bytes = 0\n",
+        )
+        .unwrap();
     });
     let o = d.aegis(&["run", "--", "echo", "before"]);
     assert_eq!(stdout(&o), "before\n", "{}", stderr(&o));

@@ -188,8 +188,9 @@ fn run_forwards_piped_stdin_in_a_real_vm() {
 
 /// Drives `aegis ARGS` on a real pseudo-terminal (python3's `pty` and `termios`): the
 /// terminal starts at 33x101, is resized to 40x120 once `first` appeared on it, then `keys`
-/// are typed (`KILL`: aegis is killed instead). Prints the screen, then `exit=N restored=True|False` (whether aegis left the
-/// terminal's modes as it found them).
+/// are typed (`KILL`: aegis is killed instead). Prints the screen, then `exit=N
+/// restored=True|False` (whether aegis left the terminal's modes as it found them); `exit=timeout`
+/// if aegis had not ended 30 s after the screen went quiet.
 const PTY_DRIVER: &str = r#"
 import fcntl, os, select, struct, subprocess, sys, termios, time
 aegis, first, keys, args = sys.argv[1], sys.argv[2].encode(), sys.argv[3].encode(), sys.argv[4:]
@@ -218,7 +219,11 @@ while time.time() < deadline:
         typed = True
     if p.poll() is not None and not r:
         break
-code = p.wait(timeout=30)
+try:
+    code = p.wait(timeout=30)
+except subprocess.TimeoutExpired:
+    p.kill()
+    code = "timeout"
 sys.stdout.write(screen.decode(errors="replace"))
 print(f"\nexit={code} restored={termios.tcgetattr(slave) == before}")
 "#;

@@ -137,7 +137,7 @@ fn dispatch(ctx: &Context, command: Command) -> anyhow::Result<i32> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         match command {
             Command::Run(args) => commands::run::run(ctx, *args).await,
             Command::Task(args) => commands::task::run(ctx, args).await,
@@ -162,7 +162,11 @@ fn dispatch(ctx: &Context, command: Command) -> anyhow::Result<i32> {
             Command::Doctor(args) => commands::doctor::run(ctx, args).await,
             Command::Setup(_) => unreachable!("handled above"),
         }
-    })
+    });
+    // Our stdin, forwarded to a guest command, is read on a blocking thread that may still sit
+    // in read() on a terminal nobody types into: exit without waiting for it.
+    runtime.shutdown_background();
+    result
 }
 
 /// Print a command-line error as one line (help and version as they are) and return the

@@ -7,7 +7,10 @@
 
 #![no_main]
 
-use aegis_api::{CreateInstance, CreateTask, CreateWorkspace, PublishRelease, PullImage, ServeApp};
+use aegis_api::{
+    CreateExec, CreateInstance, CreateLease, CreateTask, CreateWorkspace, PublishRelease,
+    PullImage, RenewLease, ServeApp,
+};
 use aegisd::vm_request::HostLimits;
 use libfuzzer_sys::fuzz_target;
 use serde::{de::DeserializeOwned, Serialize};
@@ -36,13 +39,21 @@ fuzz_target!(|data: &[u8]| {
     let Some((&kind, body)) = data.split_first() else {
         return;
     };
-    match kind % 6 {
+    match kind % 9 {
         0 => exercise::<CreateTask>(body, |r| aegisd::tasks::validate(r, &LIMITS).is_ok()),
         1 => exercise::<CreateInstance>(body, |r| aegisd::instances::validate(r, &LIMITS).is_ok()),
         2 => exercise::<CreateWorkspace>(body, |r| aegisd::workspaces::validate_name(&r.name).is_ok()),
         3 => exercise::<PullImage>(body, |r| aegis_oci_reference_ok(&r.reference)),
         4 => exercise::<PublishRelease>(body, |_| true),
-        _ => exercise::<ServeApp>(body, |_| true),
+        5 => exercise::<ServeApp>(body, |_| true),
+        6 => exercise::<CreateExec>(body, |r| aegisd::instances::exec::validate(r).is_ok()),
+        7 => exercise::<CreateLease>(body, |r| {
+            aegis_api::check_lease_ttl(r.ttl_secs).is_ok()
+                && r.holder.as_deref().is_none_or(|h| aegis_api::check_lease_holder(h).is_ok())
+        }),
+        _ => exercise::<RenewLease>(body, |r| {
+            r.ttl_secs.is_none_or(|t| aegis_api::check_lease_ttl(t).is_ok())
+        }),
     }
 });
 

@@ -189,12 +189,14 @@ impl InstanceManager {
     /// Starts `req` in instance `key`, waking it first.
     pub async fn create_exec(&self, key: &str, req: CreateExec) -> Result<Exec, ApiError> {
         let rt = self.get(key)?;
-        check(&req)?;
+        validate(&req)?;
         rt.exec(key, req).await
     }
 }
 
-fn check(req: &CreateExec) -> Result<(), ApiError> {
+/// Checks a `CreateExec` before anything is woken or started: a command, sane env names, a
+/// terminal size in range.
+pub fn validate(req: &CreateExec) -> Result<(), ApiError> {
     if req.command.first().is_none_or(|c| c.is_empty()) {
         return Err(bad(
             "an exec needs a command: give the program and its arguments after `--`",
