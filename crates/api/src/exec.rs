@@ -74,6 +74,27 @@ impl ExecState {
     pub fn is_ended(self) -> bool {
         self != ExecState::Running
     }
+
+    /// The name in the API and in the registry.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecState::Running => "running",
+            ExecState::Exited => "exited",
+            ExecState::Failed => "failed",
+        }
+    }
+}
+
+impl std::str::FromStr for ExecState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "running" => ExecState::Running,
+            "exited" => ExecState::Exited,
+            "failed" => ExecState::Failed,
+            other => return Err(format!("unknown exec state '{other}'")),
+        })
+    }
 }
 
 /// `GET /v1/execs/{id}`.

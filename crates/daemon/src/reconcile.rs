@@ -1,6 +1,7 @@
 //! Start-up reconciliation: the registry is compared with live processes, and whatever a
 //! crashed daemon left behind is cleaned up. VMs are not reattached: a task's output stream
-//! died with the old daemon, so its VM is killed and the task marked failed.
+//! died with the old daemon, so its VM is killed and the task marked failed; so are the execs
+//! that were running in instances' VMs.
 
 use std::path::Path;
 
@@ -48,6 +49,13 @@ pub async fn reconcile(config: &Config, registry: &Registry) -> anyhow::Result<(
     )?;
     if !failed.is_empty() {
         tracing::warn!(tasks = ?failed, "marked tasks of the previous aegisd as failed");
+    }
+    // An exec's process ran in an instance's VM, which died with the previous daemon; its
+    // output files are intact and stay readable.
+    let failed = registry
+        .fail_running_execs(crate::instances::exec_record::RESTARTED, &crate::ids::now())?;
+    if !failed.is_empty() {
+        tracing::warn!(execs = ?failed, "marked execs of the previous aegisd as failed");
     }
     Ok(())
 }

@@ -47,7 +47,7 @@ fn sh(script: &str) -> CreateExec {
 async fn wait_end(d: &Daemon, id: &str) -> Exec {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let e = d.instances.exec(id).unwrap().view();
+        let e = d.instances.exec(d, id).unwrap().view();
         if e.state.is_ended() {
             return e;
         }
@@ -58,7 +58,7 @@ async fn wait_end(d: &Daemon, id: &str) -> Exec {
 
 /// The whole output of an ended exec, by stream, through the API's feed.
 async fn output(d: &Daemon, id: &str) -> (Vec<u8>, Vec<u8>) {
-    let exec = d.instances.exec(id).unwrap();
+    let exec = d.instances.exec(d, id).unwrap();
     let mut rx = exec.output(true, (0, 0), d.shutdown.clone());
     let (mut out, mut err) = (vec![], vec![]);
     while let Some(line) = rx.recv().await {
@@ -138,7 +138,7 @@ async fn stdin_is_fed_and_its_end_is_eof() {
         ..Default::default()
     };
     let e = d.instances.create_exec("web", req).await.unwrap();
-    let exec = d.instances.exec(&e.id).unwrap();
+    let exec = d.instances.exec(&d, &e.id).unwrap();
     let mut tx = exec.take_stdin().unwrap();
     let Err(again) = exec.take_stdin() else {
         panic!("a second stdin upload was accepted");
@@ -228,7 +228,7 @@ async fn bad_execs_say_what_is_wrong() {
         .create_exec("web", sh("sleep 30"))
         .await
         .unwrap();
-    let exec = d.instances.exec(&e.id).unwrap();
+    let exec = d.instances.exec(&d, &e.id).unwrap();
     let sig = exec.signal(0).await.unwrap_err();
     assert_eq!(sig.error.code, ErrorCode::InvalidRequest);
     exec.signal(15).await.unwrap(); // SIGTERM
@@ -248,7 +248,7 @@ async fn removing_the_instance_ends_its_execs() {
         .create_exec("web", sh("sleep 30"))
         .await
         .unwrap();
-    let exec = d.instances.exec(&e.id).unwrap();
+    let exec = d.instances.exec(&d, &e.id).unwrap();
     d.instances.delete(&d, "web").await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     while !exec.view().state.is_ended() {
@@ -283,7 +283,7 @@ async fn a_hundred_megabytes_of_output_go_to_disk_not_memory() {
     assert_eq!(end.exit_code, Some(0));
     assert_eq!(end.stdout_bytes, 100 << 20);
     // A reader from any offset sees the tail: the bytes are in the exec's log.
-    let exec = d.instances.exec(&e.id).unwrap();
+    let exec = d.instances.exec(&d, &e.id).unwrap();
     let mut rx = exec.output(false, ((100 << 20) - 10, 0), d.shutdown.clone());
     let line = rx.recv().await.unwrap();
     let ev: aegis_api::OutputEvent = serde_json::from_slice(&line).unwrap();

@@ -45,7 +45,7 @@ fn tty(script: &str, rows: u16, cols: u16) -> CreateExec {
 async fn wait_end(d: &Daemon, id: &str) -> Exec {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let e = d.instances.exec(id).unwrap().view();
+        let e = d.instances.exec(d, id).unwrap().view();
         if e.state.is_ended() {
             return e;
         }
@@ -55,7 +55,7 @@ async fn wait_end(d: &Daemon, id: &str) -> Exec {
 }
 
 async fn screen(d: &Daemon, id: &str) -> String {
-    let exec = d.instances.exec(id).unwrap();
+    let exec = d.instances.exec(d, id).unwrap();
     let mut rx = exec.output(false, (0, 0), d.shutdown.clone());
     let mut out = vec![];
     while let Some(line) = rx.recv().await {
@@ -79,7 +79,7 @@ async fn the_process_sees_a_terminal_of_the_requested_size_and_its_resize() {
         .create_exec("web", tty(script, 24, 80))
         .await
         .unwrap();
-    let exec = d.instances.exec(&e.id).unwrap();
+    let exec = d.instances.exec(&d, &e.id).unwrap();
     let mut input = exec.take_stdin().unwrap();
     // The first size is printed before the resize (the shell waits in `read`).
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -121,7 +121,7 @@ async fn ctrl_c_interrupts_and_a_lost_client_hangs_up() {
         .create_exec("web", tty("exec sleep 30", 24, 80))
         .await
         .unwrap();
-    let mut input = d.instances.exec(&e.id).unwrap().take_stdin().unwrap();
+    let mut input = d.instances.exec(&d, &e.id).unwrap().take_stdin().unwrap();
     input.send(Bytes::from_static(b"\x03")).await.unwrap();
     assert_eq!(
         wait_end(&d, &e.id).await.exit_code,
@@ -134,7 +134,7 @@ async fn ctrl_c_interrupts_and_a_lost_client_hangs_up() {
         .create_exec("web", tty("exec sleep 30", 24, 80))
         .await
         .unwrap();
-    let input = d.instances.exec(&e.id).unwrap().take_stdin().unwrap();
+    let input = d.instances.exec(&d, &e.id).unwrap().take_stdin().unwrap();
     drop(input); // the client went away: its upload ended
     assert_eq!(wait_end(&d, &e.id).await.exit_code, Some(128 + 1), "SIGHUP");
 }
@@ -163,7 +163,7 @@ async fn bad_terminal_sizes_and_resizes_are_refused() {
         ..Default::default()
     };
     let e = d.instances.create_exec("web", plain).await.unwrap();
-    let exec = d.instances.exec(&e.id).unwrap();
+    let exec = d.instances.exec(&d, &e.id).unwrap();
     let no_tty = exec
         .resize(TtySize { rows: 10, cols: 10 })
         .await

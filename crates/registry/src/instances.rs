@@ -25,11 +25,15 @@ impl Registry {
         Ok(())
     }
 
+    /// Deletes the instance and the records of its execs, in one transaction. Returns
+    /// whether the instance had a row.
     pub fn delete_instance(&self, id: &str) -> Result<bool> {
-        Ok(self
-            .conn()
-            .execute("DELETE FROM instances WHERE id = ?1", [id])?
-            > 0)
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute("DELETE FROM execs WHERE instance = ?1", [id])?;
+        let deleted = tx.execute("DELETE FROM instances WHERE id = ?1", [id])? > 0;
+        tx.commit()?;
+        Ok(deleted)
     }
 
     pub fn list_instances(&self) -> Result<Vec<InstanceRecord>> {

@@ -1,4 +1,5 @@
-//! The embedded SQLite registry of `aegisd`.
+//! The embedded SQLite registry of `aegisd`: tasks, VMs, instances and their execs,
+//! workspaces, apps and releases.
 //!
 //! Schema changes are SQL files under `migrations/`, applied in order inside one transaction
 //! each and recorded in `schema_migrations`. Every state change is one statement or one
@@ -6,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 mod apps;
+mod execs;
 mod instances;
 mod migrate;
 mod tasks;
@@ -18,6 +20,7 @@ use parking_lot::{Mutex, MutexGuard};
 use rusqlite::Connection;
 
 pub use apps::{AppRecord, NewRelease};
+pub use execs::ExecRecord;
 pub use instances::InstanceRecord;
 pub use vms::VmRecord;
 pub use workspaces::WorkspaceRecord;

@@ -21,6 +21,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("../migrations/0003_workspaces.sql"),
     ),
     ("0004_apps", include_str!("../migrations/0004_apps.sql")),
+    ("0005_execs", include_str!("../migrations/0005_execs.sql")),
 ];
 
 pub(crate) fn apply(conn: &mut Connection, path: &Path) -> Result<()> {

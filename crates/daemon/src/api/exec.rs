@@ -31,7 +31,7 @@ pub async fn get(
     State(d): State<Arc<Daemon>>,
     Path(id): Path<String>,
 ) -> Result<Json<Exec>, Error> {
-    Ok(Json(d.instances.exec(&id)?.view()))
+    Ok(Json(d.instances.exec(&d, &id)?.view()))
 }
 
 pub async fn output(
@@ -39,7 +39,7 @@ pub async fn output(
     Path(id): Path<String>,
     Query(q): Query<OutputQuery>,
 ) -> Result<Response, Error> {
-    let exec = d.instances.exec(&id)?;
+    let exec = d.instances.exec(&d, &id)?;
     let rx = exec.output(
         q.follow,
         (q.stdout_offset, q.stderr_offset),
@@ -55,7 +55,7 @@ pub async fn stdin(
     Path(id): Path<String>,
     body: Body,
 ) -> Result<StatusCode, Error> {
-    let exec = d.instances.exec(&id)?;
+    let exec = d.instances.exec(&d, &id)?;
     let mut tx = exec.take_stdin()?;
     let mut chunks = body.into_data_stream();
     while let Some(chunk) = chunks.next().await {
@@ -84,7 +84,7 @@ pub async fn signal(
     let Some(signal) = q.signal else {
         return Err(bad("give the signal number as `?signal=N` (e.g. 2 for SIGINT)").into());
     };
-    d.instances.exec(&id)?.signal(signal).await?;
+    d.instances.exec(&d, &id)?.signal(signal).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -104,6 +104,6 @@ pub async fn resize(
         rows: q.rows,
         cols: q.cols,
     };
-    d.instances.exec(&id)?.resize(size).await?;
+    d.instances.exec(&d, &id)?.resize(size).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -2,12 +2,14 @@
 //! (as a connection would wake it); while the process runs it counts as activity, so the
 //! idle timer never pauses the VM mid-command. Output goes to a durable log per exec with
 //! byte offsets per stream (the task output machinery), so a client that loses its feed
-//! resumes where it was; stdin is fed from an upload.
+//! resumes where it was; stdin is fed from an upload. Each exec is recorded in the registry
+//! when it starts and when it ends ([`super::exec_record`]), so its state and output outlive
+//! aegisd.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use aegis_api::{ApiError, CreateExec, ErrorCode, Exec, ExecState, StreamName};
@@ -24,6 +26,7 @@ use super::error::LifecycleError;
 use super::runtime::InstanceRuntime;
 use super::InstanceManager;
 use crate::api::{bad, internal};
+use crate::daemon::Daemon;
 use crate::ids;
 use crate::tasks::output::{self, OutputLog};
 
@@ -35,45 +38,58 @@ const SPAWN_ANSWER: Duration = Duration::from_secs(60);
 /// How long the output streams may take to end after the process exited.
 const DRAIN: Duration = Duration::from_secs(10);
 
-/// How an exec ended: its state, exit code and error.
-type Ending = (ExecState, Option<i32>, Option<String>);
+/// How an exec ended.
+#[derive(Debug, Clone)]
+pub(super) struct Ending {
+    pub(super) state: ExecState,
+    pub(super) exit_code: Option<i32>,
+    pub(super) error: Option<String>,
+    /// When, RFC 3339 (the registry's `ended_at`).
+    pub(super) at: String,
+}
 
-/// The execs of one instance.
+/// The execs of one instance started by this aegisd (older ones are known from the registry).
 #[derive(Default)]
 pub struct ExecTable {
     execs: Mutex<HashMap<String, Arc<ExecRun>>>,
 }
 
 impl ExecTable {
-    fn get(&self, id: &str) -> Option<Arc<ExecRun>> {
+    pub(super) fn get(&self, id: &str) -> Option<Arc<ExecRun>> {
         self.execs.lock().get(id).cloned()
     }
 }
 
-/// One exec.
+/// One exec: started by this aegisd, or (after a restart) rebuilt from its record, ended,
+/// with no log writer, stdin or connector.
 pub struct ExecRun {
-    id: String,
-    instance: String,
-    command: Vec<String>,
-    created_at: String,
-    proc_id: ProcId,
-    dir: PathBuf,
-    log: Arc<OutputLog>,
-    end: Mutex<Option<Ending>>,
+    pub(super) id: String,
+    pub(super) instance: String,
+    pub(super) command: Vec<String>,
+    pub(super) created_at: String,
+    pub(super) proc_id: ProcId,
+    pub(super) dir: PathBuf,
+    /// The writer of the output files; `None` for a recorded exec, whose files are final.
+    pub(super) log: Option<Arc<OutputLog>>,
+    pub(super) end: Mutex<Option<Ending>>,
     /// The process's stdin until an upload takes it.
-    stdin: Mutex<Option<SendHalf>>,
-    connector: Mutex<Option<Arc<Connector>>>,
-    tty: bool,
+    pub(super) stdin: Mutex<Option<SendHalf>>,
+    pub(super) connector: Mutex<Option<Arc<Connector>>>,
+    pub(super) tty: bool,
+    /// Where the registry is, to record the end; empty for a recorded exec.
+    pub(super) daemon: Weak<Daemon>,
 }
 
 impl ExecRun {
     pub fn view(&self) -> Exec {
-        let (state, exit_code, error) =
-            self.end
-                .lock()
-                .clone()
-                .unwrap_or((ExecState::Running, None, None));
-        let written = self.log.state();
+        let (state, exit_code, error) = match self.end.lock().clone() {
+            Some(e) => (e.state, e.exit_code, e.error),
+            None => (ExecState::Running, None, None),
+        };
+        let written = match &self.log {
+            Some(log) => log.state(),
+            None => output::final_state(&self.dir),
+        };
         Exec {
             id: self.id.clone(),
             instance: self.instance.clone(),
@@ -87,14 +103,35 @@ impl ExecRun {
         }
     }
 
-    fn end(&self, state: ExecState, code: Option<i32>, error: Option<String>) {
-        self.end.lock().get_or_insert((state, code, error));
-        self.log.finish();
+    /// Ends the exec, once: the first end wins, in memory and in the registry.
+    fn end(&self, state: ExecState, exit_code: Option<i32>, error: Option<String>) {
+        let first = {
+            let mut end = self.end.lock();
+            match *end {
+                Some(_) => None,
+                None => {
+                    let ending = Ending {
+                        state,
+                        exit_code,
+                        error,
+                        at: ids::now(),
+                    };
+                    *end = Some(ending.clone());
+                    Some(ending)
+                }
+            }
+        };
+        if let Some(log) = &self.log {
+            log.finish();
+        }
         self.connector.lock().take();
+        if let Some(ending) = first {
+            self.record_end(&ending);
+        }
     }
 
     /// The NDJSON output feed from `offsets`; with `follow` it ends once the exec has ended
-    /// and all of its output was sent.
+    /// and all of its output was sent (at once for a recorded exec: it has ended).
     pub fn output(
         &self,
         follow: bool,
@@ -103,7 +140,7 @@ impl ExecRun {
     ) -> mpsc::Receiver<Bytes> {
         output::feed(
             self.dir.clone(),
-            Some(self.log.subscribe()),
+            self.log.as_ref().map(|log| log.subscribe()),
             follow,
             offsets,
             Box::new(|| None),
@@ -114,6 +151,16 @@ impl ExecRun {
     /// The process's stdin, once: the caller feeds it and finishes it (EOF).
     pub fn take_stdin(&self) -> Result<SendHalf, ApiError> {
         self.stdin.lock().take().ok_or_else(|| {
+            if let Some(end) = self.end.lock().as_ref() {
+                return ApiError::new(
+                    ErrorCode::Conflict,
+                    format!(
+                        "exec {} has ended ({}); it takes no more stdin",
+                        self.id,
+                        end.state.as_str()
+                    ),
+                );
+            }
             ApiError::new(
                 ErrorCode::Conflict,
                 format!(
@@ -172,20 +219,6 @@ impl ExecRun {
 }
 
 impl InstanceManager {
-    /// The exec `id`, in whichever instance it runs.
-    pub fn exec(&self, id: &str) -> Result<Arc<ExecRun>, ApiError> {
-        let instances: Vec<_> = self.instances.lock().values().cloned().collect();
-        instances
-            .iter()
-            .find_map(|rt| rt.execs.get(id))
-            .ok_or_else(|| {
-                ApiError::new(
-                    ErrorCode::NotFound,
-                    format!("no exec '{id}' (execs are forgotten when their instance is removed)"),
-                )
-            })
-    }
-
     /// Starts `req` in instance `key`, waking it first.
     pub async fn create_exec(&self, key: &str, req: CreateExec) -> Result<Exec, ApiError> {
         let rt = self.get(key)?;
@@ -276,12 +309,7 @@ impl InstanceRuntime {
             .daemon
             .upgrade()
             .ok_or_else(|| internal("aegisd is shutting down"))?;
-        let dir = daemon
-            .config
-            .home
-            .instance_dir(&self.id)
-            .join("execs")
-            .join(&id);
+        let dir = super::exec_record::exec_dir(&daemon, &self.id, &id);
         // An exec's output is capped as a task's is: kept whole up to the cap, then cut.
         let bound = output::Bound::Cap {
             bytes: daemon.config.limits.task_output_bytes,
@@ -306,6 +334,7 @@ impl InstanceRuntime {
             stderr.as_ref().map(|s| s.id()),
         );
         let spawn = spawn_message(proc_id, spec, req.tty, ids);
+        let log = Arc::new(log);
         let run = Arc::new(ExecRun {
             id: id.clone(),
             instance: self.id.clone(),
@@ -313,19 +342,22 @@ impl InstanceRuntime {
             created_at: ids::now(),
             proc_id,
             dir,
-            log: Arc::new(log),
+            log: Some(log.clone()),
             end: Mutex::new(None),
             stdin: Mutex::new(stdin.map(|s| s.into_split().1)),
             connector: Mutex::new(Some(connector.clone())),
             tty: req.tty.is_some(),
+            daemon: Arc::downgrade(&daemon),
         });
+        // Not held across the guest's answer: an exec starting must not keep a daemon alive
+        // that everything else has let go of.
+        drop(daemon);
         let mut pumps = vec![tokio::spawn(pump(
             stdout.into_split().0,
             StreamName::Stdout,
-            run.log.clone(),
+            log.clone(),
         ))];
         if let Some(stderr) = stderr {
-            let log = run.log.clone();
             pumps.push(tokio::spawn(pump(
                 stderr.into_split().0,
                 StreamName::Stderr,
@@ -342,6 +374,7 @@ impl InstanceRuntime {
                 None,
                 Some(format!("cannot reach the guest: {e}")),
             );
+            run.record();
             return Err(internal(format!(
                 "cannot start the exec in instance {key}: {e}"
             )));
@@ -356,18 +389,22 @@ impl InstanceRuntime {
         drop(starting);
         match answer {
             Ok(Some(GuestMessage::Spawned { .. })) => {
+                // Recorded running before the watcher can record its end.
+                run.record();
                 tokio::spawn(watch_exit(run.clone(), connector, events, pumps, running));
             }
             Ok(Some(GuestMessage::SpawnFailed { error, .. })) => {
                 connector.unwatch(proc_id);
                 let code = error.kind.shell_exit_code();
                 run.end(ExecState::Exited, Some(code), Some(error.message));
+                run.record();
             }
             // The session ended (or, against the protocol, the process exited unannounced).
             Ok(_) => {
                 connector.unwatch(proc_id);
                 let why = "the instance's VM stopped before the command started".to_string();
                 run.end(ExecState::Failed, None, Some(why.clone()));
+                run.record();
                 return Err(ApiError::new(
                     ErrorCode::Unavailable,
                     format!("cannot exec in instance {key}: {why}"),
@@ -380,6 +417,7 @@ impl InstanceRuntime {
                     SPAWN_ANSWER.as_secs()
                 );
                 run.end(ExecState::Failed, None, Some(why.clone()));
+                run.record();
                 return Err(ApiError::new(
                     ErrorCode::Unavailable,
                     format!("cannot exec in instance {key}: {why}"),
@@ -440,11 +478,18 @@ async fn watch_exit(
     connector.unwatch(run.proc_id);
     drop(running);
     let Some(status) = status else {
-        run.end(
-            ExecState::Failed,
-            None,
-            Some("the instance's VM stopped (stopped or removed) while the command ran".into()),
-        );
+        let why = if run
+            .daemon
+            .upgrade()
+            .is_some_and(|d| d.shutdown.is_cancelled())
+        {
+            // Said as start-up reconciliation says it of an exec it finds running.
+            "aegisd shut down while this exec ran; its process was stopped with its VM; the \
+             output up to then is kept"
+        } else {
+            "the instance's VM stopped (stopped or removed) while the command ran"
+        };
+        run.end(ExecState::Failed, None, Some(why.into()));
         return;
     };
     // The guest ends both streams before it reports Exited; wait for what is still queued.

@@ -3,12 +3,14 @@
 //! and their ports. Each instance is an [`runtime::InstanceRuntime`]; its transitions are in
 //! [`lifecycle`], a wake's boot or restore in [`wake`], the memory snapshot in
 //! [`snapshot_cache`], the served process's output in [`logs`], the idle timers in [`idle`];
-//! [`connector`] opens guest ports over the VM's session, [`upstream`] is the router's view.
+//! [`connector`] opens guest ports over the VM's session, [`upstream`] is the router's view;
+//! [`exec`] runs commands next to the server, [`exec_record`] keeps them in the registry.
 
 mod activity_holders;
 mod connector;
 mod error;
 pub mod exec;
+pub mod exec_record;
 pub mod files;
 mod idle;
 mod leases;
