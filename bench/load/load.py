@@ -65,16 +65,28 @@ class Sampler(threading.Thread):
         return max(s[1] for s in self.samples), max(s[2] for s in self.samples)
 
 
-async def one_request(port: int, timeout: float) -> bool:
+async def one_request(port: int, timeout: float) -> str | None:
+    """None when answered 200, else why not: a timeout, the OS error, or the status line."""
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), timeout)
         writer.write(b"GET / HTTP/1.0\r\nHost: load\r\n\r\n")
         await writer.drain()
         data = await asyncio.wait_for(reader.read(-1), timeout)
         writer.close()
-        return data.startswith(b"HTTP/1.") and b" 200 " in data.split(b"\r\n", 1)[0]
-    except (OSError, asyncio.TimeoutError):
-        return False
+        status = data.split(b"\r\n", 1)[0]
+        if data.startswith(b"HTTP/1.") and b" 200 " in status:
+            return None
+        return f"status {status[:40].decode(errors='replace')!r}" if data else "closed, no answer"
+    except asyncio.TimeoutError:
+        return f"no answer within {timeout:.0f} s"
+    except OSError as e:
+        return type(e).__name__
+
+
+def count(counts: dict, why: str | None) -> None:
+    counts["ok" if why is None else "failed"] += 1
+    if why is not None:
+        counts["why"][why] = counts["why"].get(why, 0) + 1
 
 
 async def client(port: int, deadline: float, bursty: bool, burst: float, gap: float,
@@ -87,13 +99,12 @@ async def client(port: int, deadline: float, bursty: bool, burst: float, gap: fl
             if phase >= burst:
                 await asyncio.sleep(min(burst + gap - phase, max(0.0, deadline - time.monotonic())))
                 continue
-        ok = await one_request(port, timeout)
-        counts["ok" if ok else "failed"] += 1
+        count(counts, await one_request(port, timeout))
 
 
 async def traffic(ports: list[int], conns: int, duration: float, burst: float, gap: float,
                   timeout: float) -> dict[str, int]:
-    counts = {"ok": 0, "failed": 0}
+    counts = {"ok": 0, "failed": 0, "why": {}}
     deadline = time.monotonic() + duration
     half = len(ports) // 2
     tasks = []
@@ -105,8 +116,10 @@ async def traffic(ports: list[int], conns: int, duration: float, burst: float, g
 
 
 async def wake_all(ports: list[int], timeout: float) -> dict[str, int]:
-    results = await asyncio.gather(*(one_request(p, timeout) for p in ports))
-    return {"ok": sum(results), "failed": len(results) - sum(results)}
+    counts = {"ok": 0, "failed": 0, "why": {}}
+    for why in await asyncio.gather(*(one_request(p, timeout) for p in ports)):
+        count(counts, why)
+    return counts
 
 
 def seconds(duration: str) -> float:
@@ -189,6 +202,7 @@ def main() -> int:
         "|---|---|",
         f"| warm-up requests ok / failed | {warm['ok']} / {warm['failed']} |",
         f"| requests ok / failed | {counts['ok']} / {counts['failed']} |",
+        f"| failures by cause | {json.dumps(counts['why']) if counts['why'] else '-'} |",
         f"| requests per second | {counts['ok'] / elapsed:.0f} |",
         f"| wakes: cold boots / restores / resumes; pauses | {stats['cold_boots']} / "
         f"{stats['snapshot_restores']} / {stats['resumes']}; {stats['pauses']} |",
