@@ -234,6 +234,7 @@ fn on_a_terminal(d: &TestDaemon, first: &str, keys: &str, args: &[&str]) -> Stri
         .args(["-c", PTY_DRIVER, aegis.to_str().unwrap(), first, keys])
         .args(args)
         .env("AEGIS_HOME", d.home.path())
+        .env("TERM", "vt220")
         .output()
         .expect("run python3 (the Debian package python3)");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -245,7 +246,8 @@ fn exec_tty_on_a_real_terminal_on_the_fake_backend() {
     let d = TestDaemon::start("fake");
     serve(&d, "web");
     // The guest terminal has our size, follows a resize, echoes what is typed.
-    let script = "stty size; read x; echo got:$x; stty size";
+    // It is told what terminal it is on: our TERM (vt220 here), as over ssh.
+    let script = "stty size; echo term:$TERM; read x; echo got:$x; stty size";
     let shown = on_a_terminal(
         &d,
         "33 101",
@@ -253,6 +255,7 @@ fn exec_tty_on_a_real_terminal_on_the_fake_backend() {
         &["exec", "-t", "web", "--", "sh", "-c", script],
     );
     assert!(shown.contains("33 101\r\n"), "{shown}");
+    assert!(shown.contains("term:vt220\r\n"), "{shown}");
     assert!(shown.contains("got:hello\r\n40 120\r\n"), "{shown}");
     assert!(shown.contains("exit=0 restored=True"), "{shown}");
 

@@ -113,7 +113,7 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<i32> {
     let forward_stdin = tty.is_some() || (!args.detach && crate::stdin::wanted(args.interactive));
     let request = CreateExec {
         command: args.command,
-        env: args.env,
+        env: with_term(args.env, tty.is_some()),
         workdir: args.workdir,
         user: args.user,
         stdin: forward_stdin,
@@ -240,6 +240,20 @@ async fn print_logs(client: &Client, args: &LogsArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// With a terminal, the command learns what kind it is, as over ssh or `docker exec -t`: our
+/// own `TERM` (or `xterm` when we have none) unless `-e TERM=...` set one. Full-screen
+/// programs (vim, top, less) need it.
+fn with_term(mut env: Vec<(String, String)>, tty: bool) -> Vec<(String, String)> {
+    if tty && !env.iter().any(|(k, _)| k == "TERM") {
+        let term = std::env::var("TERM")
+            .ok()
+            .filter(|t| !t.is_empty())
+            .unwrap_or_else(|| "xterm".to_string());
+        env.push(("TERM".to_string(), term));
+    }
+    env
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -263,5 +277,16 @@ mod tests {
         assert_eq!(outcome(&exec(ExecState::Exited, Some(3))), 3);
         assert_eq!(outcome(&exec(ExecState::Exited, Some(127))), 127);
         assert_eq!(outcome(&exec(ExecState::Failed, None)), 125);
+    }
+
+    #[test]
+    fn a_terminal_gets_a_term_unless_one_was_given() {
+        let given = vec![("TERM".to_string(), "vt100".to_string())];
+        assert_eq!(with_term(given.clone(), true), given);
+        assert!(with_term(vec![], false).is_empty());
+        let added = with_term(vec![], true);
+        assert_eq!(added.len(), 1);
+        assert_eq!(added[0].0, "TERM");
+        assert!(!added[0].1.is_empty());
     }
 }
