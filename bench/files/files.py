@@ -33,24 +33,32 @@ def listener(port):
     s.bind(("127.0.0.1", port))
     s.listen(8)
     return s
+# aegisd's readiness probe connects and closes at once: a connection that breaks must not end
+# the server.
 def source(s):
     buf = b"\xa5" * 65536
     while True:
         c, _ = s.accept()
-        left = N
-        while left > 0:
-            left -= c.send(buf[:min(left, len(buf))])
+        try:
+            left = N
+            while left > 0:
+                left -= c.send(buf[:min(left, len(buf))])
+        except OSError:
+            pass
         c.close()
 def sink(s):
     while True:
         c, _ = s.accept()
-        total = 0
-        while True:
-            b = c.recv(65536)
-            if not b:
-                break
-            total += len(b)
-        c.sendall(str(total).encode())
+        try:
+            total = 0
+            while True:
+                b = c.recv(65536)
+                if not b:
+                    break
+                total += len(b)
+            c.sendall(str(total).encode())
+        except OSError:
+            pass
         c.close()
 src, snk = listener(7001), listener(7002)
 threading.Thread(target=source, args=(src,), daemon=True).start()
