@@ -168,6 +168,8 @@ pub enum OutputEvent {
     Output {
         stream: StreamName,
         offset: u64,
+        /// The bytes, base64 (standard alphabet, padded).
+        #[schema(content_encoding = "base64")]
         data: String,
     },
     /// The feed is complete: the task ended and every byte was sent.
