@@ -26,6 +26,18 @@ if ((${#missing[@]})); then
 else
   echo "==> Debian packages already installed"
 fi
+# Python test tools Debian 12 does not package: openapi-spec-validator checks api/openapi.json
+# (crates/daemon/tests/openapi_valid.rs). Debian's Python refuses system-wide pip installs
+# (PEP 668), so they get their own venv, where that test looks for them.
+PY_VENV=/opt/aegis/python
+PY_PACKAGES=(openapi-spec-validator==0.9.0)
+if ! "$PY_VENV/bin/python3" -c 'import openapi_spec_validator' 2>/dev/null; then
+  echo "==> installing Python test tools into $PY_VENV: ${PY_PACKAGES[*]}"
+  python3 -m venv "$PY_VENV"
+  "$PY_VENV/bin/python3" -m pip install --quiet "${PY_PACKAGES[@]}"
+else
+  echo "==> Python test tools already installed"
+fi
 # The docker-registry package starts a registry on :5000; the tests start their own on loopback.
 if command -v systemctl >/dev/null && systemctl is-active --quiet docker-registry 2>/dev/null; then
   systemctl stop docker-registry || true

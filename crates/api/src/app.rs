@@ -15,6 +15,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::instance::{Instance, PortSpec};
 
@@ -43,7 +44,7 @@ pub fn validate_app_name(name: &str) -> Result<(), String> {
 }
 
 /// `POST /v1/apps`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateApp {
     pub name: String,
@@ -59,14 +60,14 @@ pub struct CreateApp {
 }
 
 /// Which release of an app an instance serves.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct AppServing {
     pub release: u32,
     pub instance: Instance,
 }
 
 /// An app.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct App {
     pub name: String,
     /// The canonical image reference the app is bound to.
@@ -85,7 +86,7 @@ pub struct App {
 }
 
 /// `POST /v1/apps/{name}/releases`: publish the next release.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PublishRelease {
     /// An absolute host directory whose contents become one more layer on top of the image.
@@ -100,7 +101,7 @@ pub struct PublishRelease {
 }
 
 /// One disk layer of a release (an OCI layer blob in the image store).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ReleaseLayer {
     /// `sha256:<hex>` of the blob.
     pub digest: String,
@@ -111,7 +112,7 @@ pub struct ReleaseLayer {
 /// The runtime configuration a release boots with: the image's configuration at publish
 /// time, with the app's command override applied (an override clears `entrypoint` and sets
 /// `cmd`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ReleaseConfig {
     #[serde(default)]
     pub entrypoint: Vec<String>,
@@ -147,7 +148,7 @@ impl ReleaseConfig {
 }
 
 /// An immutable release.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Release {
     pub app: String,
     /// 1, 2, 3, ... per app.
@@ -164,7 +165,7 @@ pub struct Release {
 }
 
 /// `POST /v1/apps/{name}/serve`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServeApp {
     /// The release to serve; absent: the newest (or, with `rollback`, the one before the
@@ -181,7 +182,7 @@ pub struct ServeApp {
 }
 
 /// The answer to [`ServeApp`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct AppServed {
     pub app: String,
     pub release: u32,

@@ -1,9 +1,10 @@
 //! The error body of every non-2xx response.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// Machine-readable error class; the HTTP status follows from it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// The request is malformed or a value is out of range (400).
@@ -40,12 +41,12 @@ impl ErrorCode {
 
 /// `{"error": {"code": "...", "message": "..."}}`. `message` is one line for a human: what
 /// happened, to what, and what to do.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ApiError {
     pub error: ErrorBody,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
     pub code: ErrorCode,
     pub message: String,

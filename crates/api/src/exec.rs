@@ -6,9 +6,10 @@
 //! process's stdin), and its state and exit code `GET /v1/execs/{id}`. See docs/EXEC.md.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// `POST /v1/instances/{id}/exec`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateExec {
     /// Program and arguments; `command[0]` is looked up in the guest's `PATH`.
@@ -34,7 +35,7 @@ pub struct CreateExec {
 }
 
 /// A terminal's size in characters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TtySize {
     pub rows: u16,
@@ -60,7 +61,7 @@ impl TtySize {
 }
 
 /// Where an exec is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ExecState {
     Running,
@@ -98,7 +99,7 @@ impl std::str::FromStr for ExecState {
 }
 
 /// `GET /v1/execs/{id}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Exec {
     pub id: String,
     /// The instance's id.

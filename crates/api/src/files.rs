@@ -2,9 +2,10 @@
 //! answer. Archives (`GET`/`PUT .../files/archive`) are tar streams, not JSON.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// What a guest path is (symlinks are not followed).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FileKind {
     File,
@@ -15,7 +16,7 @@ pub enum FileKind {
 }
 
 /// One guest path, as `lstat` inside the guest sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileInfo {
     /// The last component (`/` for the root).
@@ -30,19 +31,21 @@ pub struct FileInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link: Option<String>,
     /// A directory's entries in name order (`files/list` only).
+    // `no_recursion`: the schema refers to itself; without it utoipa recurses forever.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(no_recursion)]
     pub entries: Option<Vec<FileInfo>>,
 }
 
 /// The query of every `files/...` call: an absolute guest path.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PathQuery {
     pub path: String,
 }
 
 /// One change in a watched directory: one NDJSON line of `GET .../files/watch`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WatchEvent {
     pub kind: WatchKind,
@@ -53,7 +56,7 @@ pub struct WatchEvent {
     pub dir: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum WatchKind {
     /// Created in the directory (a file may still be being written).

@@ -8,10 +8,11 @@
 //! - `DELETE /v1/images/{reference}` -> 204; 409 while an instance or a running task uses it.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::error::ErrorBody;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PullImage {
     /// `alpine`, `alpine:3.21`, `localhost:5000/x/y:tag`, `ghcr.io/org/app@sha256:...`.
@@ -19,7 +20,7 @@ pub struct PullImage {
 }
 
 /// One line of a pull's progress stream.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum PullEvent {
     /// What is happening now and how far it got: `done` of `total` bytes (or steps).
@@ -35,7 +36,7 @@ pub enum PullEvent {
     Error { error: ErrorBody },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ImageKind {
     /// Built by `aegis setup` from Debian packages.
@@ -44,7 +45,7 @@ pub enum ImageKind {
     Oci,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ImageInfo {
     /// The canonical reference (`docker.io/library/alpine:3.21`), or a built-in name.
     pub reference: String,

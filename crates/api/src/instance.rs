@@ -14,9 +14,10 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// How the router treats a port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PortProtocol {
     /// HTTP/1.1: browsers get a loading page during a wake, other clients are held.
@@ -58,7 +59,7 @@ impl std::str::FromStr for PortProtocol {
 }
 
 /// One exposed port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PortSpec {
     /// Port the app listens on inside the guest.
@@ -70,7 +71,7 @@ pub struct PortSpec {
 }
 
 /// When idle connections keep a VM awake.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum IdlePolicy {
     /// Any open connection pins the VM (idle = no connections).
@@ -85,7 +86,7 @@ pub const DEFAULT_TERMINATE_AFTER_SECS: u64 = 1200;
 pub const DEFAULT_WAKE_TIMEOUT_SECS: u64 = 60;
 
 /// `POST /v1/instances`: the ServeTarget.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateInstance {
     /// Unique name; HTTP ports are also reachable as `Host: <name>` on the shared router port.
@@ -149,7 +150,7 @@ impl CreateInstance {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum InstanceState {
     /// Cold boot or snapshot restore in progress.
@@ -178,7 +179,7 @@ impl InstanceState {
 }
 
 /// Where an exposed port is reachable on the host.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Endpoint {
     pub guest_port: u16,
     pub host_port: u16,
@@ -188,7 +189,7 @@ pub struct Endpoint {
 }
 
 /// Counters of how the instance woke up.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct WakeStats {
     pub cold_boots: u64,
     pub snapshot_restores: u64,
@@ -197,7 +198,7 @@ pub struct WakeStats {
     pub terminations: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Instance {
     pub id: String,
     pub name: String,

@@ -5,6 +5,7 @@
 //! terminate it. TTLs run on the host's clock, whatever the instance's state.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::PortProtocol;
 
@@ -14,7 +15,7 @@ pub const MAX_LEASE_TTL_SECS: i64 = 24 * 3600;
 pub const MAX_LEASE_HOLDER_LEN: usize = 200;
 
 /// `POST /v1/instances/{id}/leases`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateLease {
     /// Seconds the lease lives unless renewed: 1 ..= [`MAX_LEASE_TTL_SECS`]. Signed so that a
@@ -27,7 +28,7 @@ pub struct CreateLease {
 
 /// `POST /v1/instances/{id}/leases/{lease}/renew`: a new TTL counted from now (the lease's
 /// own TTL when absent).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RenewLease {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -35,7 +36,7 @@ pub struct RenewLease {
 }
 
 /// A live lease.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Lease {
     pub id: String,
     /// The instance id.
@@ -80,7 +81,7 @@ pub fn check_lease_holder(holder: &str) -> Result<(), String> {
 }
 
 /// `GET /v1/instances/{id}/awake`: why the instance is (or stays) awake now.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct AwakeBecause {
     /// Open client connections through the router, by guest port.
     pub connections: Vec<PortConnections>,
@@ -92,7 +93,7 @@ pub struct AwakeBecause {
 }
 
 /// Open connections to one guest port.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PortConnections {
     pub guest_port: u16,
     pub protocol: PortProtocol,
@@ -100,7 +101,7 @@ pub struct PortConnections {
 }
 
 /// Something other than a connection or a lease that keeps the instance awake while it lasts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ActivityHolder {
     /// What kind of thing: `exec`, `pty`, ...
     pub kind: String,
@@ -112,7 +113,7 @@ pub struct ActivityHolder {
 
 /// The idle timers as of now. `None` means the timer is not running (something keeps the
 /// instance awake, or it is not in a state the timer applies to).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct IdleTimers {
     /// Milliseconds until the idle timer pauses it (running instances).
     pub pauses_in_ms: Option<u64>,

@@ -1,8 +1,8 @@
 //! The HTTP/JSON API of `aegisd`, version 1.
 //!
 //! The daemon serves it on a unix socket (mode 0600) under `/v1/...`; the CLI, the Python SDK
-//! and the tests are clients of this API only. `docs/openapi.yaml` describes the same types and
-//! a test keeps the two in sync.
+//! and the tests are clients of this API only. `api/openapi.json` (OpenAPI 3.1) is generated
+//! from these types (`#[derive(ToSchema)]`) and the daemon's routes; see docs/API.md.
 //!
 //! [`AegisHome`] is the other half of the contract between CLI and daemon: where every file
 //! under the Aegis home lives.

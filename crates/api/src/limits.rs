@@ -3,9 +3,10 @@
 //! like its key in the `[limits]` table.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// The effective limits of a daemon: its configuration file over the defaults.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Limits {
     /// Most VMs alive at once: running tasks plus instances with a VM (running or paused).
     pub max_live_vms: u32,

@@ -1,8 +1,9 @@
 //! `GET /v1/status`.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Status {
     /// Always "running" when the daemon answers.
     pub status: String,
@@ -30,7 +31,7 @@ pub struct Status {
     pub limits: Option<crate::Limits>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct CapabilitiesInfo {
     pub pause: bool,
     pub memory_snapshot: bool,

@@ -14,8 +14,9 @@ use std::collections::BTreeMap;
 
 use base64::Engine;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTask {
     /// Program and arguments, run with `$PATH` lookup inside the guest.
@@ -68,7 +69,7 @@ impl CreateTask {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskState {
     /// Accepted, VM booting.
@@ -117,7 +118,7 @@ impl std::str::FromStr for TaskState {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Task {
     pub id: String,
     pub state: TaskState,
@@ -152,7 +153,7 @@ pub struct Task {
     pub workspace: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StreamName {
     Stdout,
@@ -160,13 +161,15 @@ pub enum StreamName {
 }
 
 /// One line of the NDJSON output feed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum OutputEvent {
     /// Bytes of one stream, starting at byte `offset` of that stream. `data` is base64.
     Output {
         stream: StreamName,
         offset: u64,
+        /// The bytes, base64 (standard alphabet, padded).
+        #[schema(content_encoding = "base64")]
         data: String,
     },
     /// The feed is complete: the task ended and every byte was sent.

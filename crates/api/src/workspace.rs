@@ -9,9 +9,10 @@
 //! optionally followed by `:ro` to mount it read-only ([`WorkspaceSpec`]).
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// Who may hold a workspace at the same time.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum WorkspaceMode {
     /// One task or instance at a time (the default).
@@ -83,7 +84,7 @@ impl WorkspaceSpec {
 }
 
 /// `POST /v1/workspaces`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateWorkspace {
     /// `[a-z0-9][a-z0-9_.-]{0,62}`.
@@ -92,7 +93,7 @@ pub struct CreateWorkspace {
     pub mode: WorkspaceMode,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Workspace {
     pub name: String,
     pub mode: WorkspaceMode,

@@ -69,9 +69,11 @@ pub async fn stdin(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct SignalQuery {
+    /// The signal's number, e.g. 2 for SIGINT, 15 for SIGTERM (required: a 400 without it).
     #[serde(default)]
     signal: Option<i32>,
 }
@@ -88,10 +90,13 @@ pub async fn signal(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ResizeQuery {
+    /// Terminal rows, 1 ..= 4096.
     rows: u16,
+    /// Terminal columns, 1 ..= 4096.
     cols: u16,
 }
 

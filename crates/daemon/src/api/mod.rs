@@ -7,6 +7,7 @@ mod files;
 mod images;
 mod instances;
 mod leases;
+pub mod openapi;
 mod status;
 mod tasks;
 mod workspaces;
@@ -16,80 +17,81 @@ use std::sync::Arc;
 use aegis_api::{ApiError, ErrorCode};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{on, MethodFilter};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 
 use crate::daemon::Daemon;
 
+/// Declares every route once: `router` serves them and [`ROUTES`] lists them, so the tests can
+/// check that the OpenAPI document (`openapi.rs`) describes each one and nothing else.
+macro_rules! routes {
+    ($($method:ident $path:literal => $handler:path,)*) => {
+        /// Every route of the API as (method, path), in axum's path syntax.
+        pub const ROUTES: &[(&str, &str)] = &[$((stringify!($method), $path)),*];
+
+        fn add_routes(router: Router<Arc<Daemon>>) -> Router<Arc<Daemon>> {
+            // axum merges the methods of repeated paths into one route.
+            router$(.route($path, on(MethodFilter::$method, $handler)))*
+        }
+    };
+}
+
+routes! {
+    GET "/v1/status" => status::status,
+    POST "/v1/shutdown" => status::shutdown,
+    GET "/v1/openapi.json" => openapi::serve,
+    GET "/v1/images" => images::list,
+    POST "/v1/images/pull" => images::pull,
+    GET "/v1/images/{*reference}" => images::get,
+    DELETE "/v1/images/{*reference}" => images::delete,
+    POST "/v1/tasks" => tasks::create,
+    GET "/v1/tasks" => tasks::list,
+    GET "/v1/tasks/{id}" => tasks::get,
+    DELETE "/v1/tasks/{id}" => tasks::delete,
+    POST "/v1/tasks/{id}/cancel" => tasks::cancel,
+    GET "/v1/tasks/{id}/output" => tasks::output,
+    POST "/v1/tasks/{id}/stdin" => tasks::stdin,
+    POST "/v1/instances" => instances::create,
+    GET "/v1/instances" => instances::list,
+    GET "/v1/instances/{id}" => instances::get,
+    DELETE "/v1/instances/{id}" => instances::delete,
+    POST "/v1/instances/{id}/pause" => instances::pause,
+    POST "/v1/instances/{id}/resume" => instances::resume,
+    POST "/v1/instances/{id}/stop" => instances::stop,
+    GET "/v1/instances/{id}/logs" => instances::logs,
+    POST "/v1/instances/{id}/leases" => leases::create,
+    GET "/v1/instances/{id}/leases" => leases::list,
+    PUT "/v1/instances/{id}/leases/{lease}" => leases::renew,
+    DELETE "/v1/instances/{id}/leases/{lease}" => leases::release,
+    POST "/v1/instances/{id}/leases/{lease}/renew" => leases::renew,
+    GET "/v1/instances/{id}/awake" => leases::awake,
+    POST "/v1/instances/{id}/exec" => exec::create,
+    GET "/v1/execs/{id}" => exec::get,
+    GET "/v1/execs/{id}/output" => exec::output,
+    POST "/v1/execs/{id}/stdin" => exec::stdin,
+    POST "/v1/execs/{id}/signal" => exec::signal,
+    POST "/v1/execs/{id}/resize" => exec::resize,
+    GET "/v1/instances/{id}/files/stat" => files::stat,
+    GET "/v1/instances/{id}/files/list" => files::list,
+    GET "/v1/instances/{id}/files/watch" => files::watch,
+    GET "/v1/instances/{id}/files/archive" => files::read_archive,
+    PUT "/v1/instances/{id}/files/archive" => files::write_archive,
+    POST "/v1/apps" => apps::create,
+    GET "/v1/apps" => apps::list,
+    GET "/v1/apps/{name}" => apps::get,
+    DELETE "/v1/apps/{name}" => apps::delete,
+    POST "/v1/apps/{name}/releases" => apps::publish,
+    GET "/v1/apps/{name}/releases" => apps::releases,
+    POST "/v1/apps/{name}/serve" => apps::serve,
+    POST "/v1/workspaces" => workspaces::create,
+    GET "/v1/workspaces" => workspaces::list,
+    GET "/v1/workspaces/{name}" => workspaces::get,
+    DELETE "/v1/workspaces/{name}" => workspaces::delete,
+}
+
 pub fn router(daemon: Arc<Daemon>) -> Router {
-    Router::new()
-        .route("/v1/status", get(status::status))
-        .route("/v1/shutdown", post(status::shutdown))
-        .route("/v1/images", get(images::list))
-        .route("/v1/images/pull", post(images::pull))
-        .route(
-            "/v1/images/{*reference}",
-            get(images::get).delete(images::delete),
-        )
-        .route("/v1/tasks", post(tasks::create).get(tasks::list))
-        .route("/v1/tasks/{id}", get(tasks::get).delete(tasks::delete))
-        .route("/v1/tasks/{id}/cancel", post(tasks::cancel))
-        .route("/v1/tasks/{id}/output", get(tasks::output))
-        .route("/v1/tasks/{id}/stdin", post(tasks::stdin))
-        .route(
-            "/v1/instances",
-            post(instances::create).get(instances::list),
-        )
-        .route(
-            "/v1/instances/{id}",
-            get(instances::get).delete(instances::delete),
-        )
-        .route("/v1/instances/{id}/pause", post(instances::pause))
-        .route("/v1/instances/{id}/resume", post(instances::resume))
-        .route("/v1/instances/{id}/stop", post(instances::stop))
-        .route("/v1/instances/{id}/logs", get(instances::logs))
-        .route(
-            "/v1/instances/{id}/leases",
-            post(leases::create).get(leases::list),
-        )
-        .route(
-            "/v1/instances/{id}/leases/{lease}",
-            put(leases::renew).delete(leases::release),
-        )
-        .route(
-            "/v1/instances/{id}/leases/{lease}/renew",
-            post(leases::renew),
-        )
-        .route("/v1/instances/{id}/awake", get(leases::awake))
-        .route("/v1/instances/{id}/exec", post(exec::create))
-        .route("/v1/execs/{id}", get(exec::get))
-        .route("/v1/execs/{id}/output", get(exec::output))
-        .route("/v1/execs/{id}/stdin", post(exec::stdin))
-        .route("/v1/execs/{id}/signal", post(exec::signal))
-        .route("/v1/execs/{id}/resize", post(exec::resize))
-        .route("/v1/instances/{id}/files/stat", get(files::stat))
-        .route("/v1/instances/{id}/files/list", get(files::list))
-        .route("/v1/instances/{id}/files/watch", get(files::watch))
-        .route(
-            "/v1/instances/{id}/files/archive",
-            get(files::read_archive).put(files::write_archive),
-        )
-        .route("/v1/apps", post(apps::create).get(apps::list))
-        .route("/v1/apps/{name}", get(apps::get).delete(apps::delete))
-        .route(
-            "/v1/apps/{name}/releases",
-            post(apps::publish).get(apps::releases),
-        )
-        .route("/v1/apps/{name}/serve", post(apps::serve))
-        .route(
-            "/v1/workspaces",
-            post(workspaces::create).get(workspaces::list),
-        )
-        .route(
-            "/v1/workspaces/{name}",
-            get(workspaces::get).delete(workspaces::delete),
-        )
+    add_routes(Router::new())
         .fallback(|| async {
             Error(ApiError::new(
                 ErrorCode::NotFound,

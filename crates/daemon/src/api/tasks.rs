@@ -51,13 +51,21 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize)]
+/// The query of every output feed (task and exec output, instance logs). The doc comments are
+/// the parameters' descriptions in the OpenAPI document.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct OutputQuery {
+    /// Keep the response open and send new output as it comes, until the feed ends (the task
+    /// or exec ended and all its output was sent: one `end` event closes it).
     #[serde(default)]
     pub follow: bool,
+    /// Byte offset in stdout to start from: a client that lost its connection resumes
+    /// exactly where it stopped.
     #[serde(default)]
     pub stdout_offset: u64,
+    /// Byte offset in stderr to start from.
     #[serde(default)]
     pub stderr_offset: u64,
 }
