@@ -9,6 +9,7 @@ are signalled, by pid.
 from __future__ import annotations
 
 import argparse
+import json
 import datetime as dt
 import os
 import platform
@@ -45,12 +46,16 @@ def main() -> int:
     ap.add_argument("--iterations", type=int, default=20)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--bin", default=str(REPO / "target/release"))
+    ap.add_argument("--spawn-rtt", default=str(REPO / "target/release/examples/spawn_rtt"),
+                    help="the raw session Spawn baseline (cargo build --release -p aegis-vmm "
+                         "--example spawn_rtt)")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     bindir = Path(a.bin)
     aegis, aegisd = bindir / "aegis", bindir / "aegisd"
     harness = REPO / "target/x86_64-unknown-linux-gnu/harness/aegis-harness"
-    for p in (aegis, aegisd, harness):
+    spawn_rtt = Path(a.spawn_rtt)
+    for p in (aegis, aegisd, harness, spawn_rtt):
         if not p.exists():
             sys.exit(f"missing {p}; run scripts/build.sh --release (or pass --bin target/debug)")
     cache = Path(os.environ.get("AEGIS_CACHE", os.path.expanduser("~/.aegis/cache")))
@@ -98,10 +103,19 @@ def main() -> int:
             daemon.kill()
             daemon.wait()
 
+    # The floor: the same `true` through a raw session Spawn to a VM of its own, no aegisd.
+    r = subprocess.run([str(spawn_rtt), str(a.iterations)], capture_output=True, text=True,
+                       env=dict(os.environ, AEGIS_TEST_HARNESS=str(harness)), timeout=900)
+    if r.returncode != 0:
+        sys.exit(f"spawn_rtt failed ({r.returncode}): {r.stderr.strip()}")
+    raw = [ms / 1000 for ms in json.loads(r.stdout.strip().splitlines()[-1])["samples_ms"]]
+    loads.append(os.getloadavg()[0])
+
     rows = [
         ("`aegis exec web -- true`, instance running", running),
         ("`aegis exec web -- true`, instance paused (resumed by the exec)", paused),
         ("`aegis run -- true` (fresh microVM)", runs),
+        ("raw session `Spawn` of `true` to `Exited` (no aegisd, API or CLI: `spawn_rtt`)", raw),
     ]
     git = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
                          capture_output=True, text=True).stdout.strip()

@@ -11,5 +11,7 @@ set -euo pipefail
 export PYTHONDONTWRITEBYTECODE=1
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-bench/results/exec-$(date +%F).md}
+# The raw session baseline (crates/vmm/examples/spawn_rtt.rs).
+cargo build --quiet --release -p aegis-vmm --example spawn_rtt
 exec python3 bench/exec/exec.py --iterations "${N:-20}" --runs "${RUNS:-5}" \
   --bin "${BIN:-target/release}" --out "$OUT"

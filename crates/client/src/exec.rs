@@ -7,11 +7,7 @@ use std::time::{Duration, Instant};
 use aegis_api::{CreateExec, Exec, OutputEvent, StreamName};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use http_body_util::{BodyExt, StreamBody};
-use hyper::body::Frame;
-use hyper::{header, Method, Request};
-use hyper_util::rt::TokioIo;
-use tokio::net::UnixStream;
+use hyper::Method;
 
 use crate::{encode_segment, feed_path, instance_path, Client, Error, OutputStream, Result};
 
@@ -79,7 +75,7 @@ impl Client {
     where
         S: Stream<Item = Bytes> + Send + 'static,
     {
-        self.upload(exec_path(id, "/stdin"), data).await
+        self.upload_bytes(exec_path(id, "/stdin"), data).await
     }
 
     /// `POST /v1/tasks/{id}/stdin`: as [`Client::upload_exec_stdin`], for a task created
@@ -88,53 +84,18 @@ impl Client {
     where
         S: Stream<Item = Bytes> + Send + 'static,
     {
-        self.upload(crate::task_path(id, "/stdin"), data).await
+        self.upload_bytes(crate::task_path(id, "/stdin"), data)
+            .await
     }
 
-    /// A POST whose body is `data`, sent as it comes (no timeout: it lasts as long as the
-    /// data does).
-    async fn upload<S>(&self, path: String, data: S) -> Result<()>
+    /// A POST of raw bytes whose body is `data`, sent as it comes.
+    async fn upload_bytes<S>(&self, path: String, data: S) -> Result<()>
     where
         S: Stream<Item = Bytes> + Send + 'static,
     {
-        let stream = UnixStream::connect(&self.socket)
+        let body = data.map(Ok::<_, Infallible>);
+        self.upload(Method::POST, &path, "application/octet-stream", body)
             .await
-            .map_err(|source| self.connect_error(source))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|source| self.http_error(source))?;
-        let conn = tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        let body = StreamBody::new(data.map(|b| Ok::<_, Infallible>(Frame::data(b))));
-        let request = Request::builder()
-            .method(Method::POST)
-            .uri(&path)
-            .header(header::HOST, "aegisd")
-            .header(header::CONTENT_TYPE, "application/octet-stream")
-            .body(body)
-            .map_err(|e| Error::Protocol(format!("cannot build request for {path}: {e}")))?;
-        let result = async {
-            let response = sender
-                .send_request(request)
-                .await
-                .map_err(|source| self.http_error(source))?;
-            let status = response.status();
-            let bytes = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|source| self.http_error(source))?
-                .to_bytes();
-            if status.is_success() {
-                Ok(())
-            } else {
-                Err(crate::transport::api_error(status, &bytes))
-            }
-        }
-        .await;
-        conn.abort();
-        result
     }
 
     /// Follow the output of exec `id` from the given offsets to its end.

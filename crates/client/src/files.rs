@@ -6,15 +6,12 @@ use std::task::{Context, Poll};
 
 use aegis_api::{FileInfo, WatchEvent};
 use bytes::Bytes;
-use futures::{Stream, StreamExt};
-use http_body_util::{BodyExt, StreamBody};
-use hyper::body::{Body as _, Frame, Incoming};
-use hyper::{header, Method, Request};
-use hyper_util::rt::TokioIo;
-use tokio::net::UnixStream;
+use futures::Stream;
+use hyper::body::{Body as _, Incoming};
+use hyper::Method;
 
 use crate::output::NdjsonStream;
-use crate::transport::{api_error, ConnGuard};
+use crate::transport::ConnGuard;
 use crate::{encode_segment, instance_path, Client, Error, Result};
 
 /// `/v1/instances/{id}/files/{op}?path=...`, both parts percent-encoded.
@@ -90,39 +87,8 @@ impl Client {
         S: Stream<Item = std::io::Result<Bytes>> + Send + Sync + 'static,
     {
         let uri = files_path(id, "archive", dir);
-        let stream = UnixStream::connect(&self.socket)
+        self.upload(Method::PUT, &uri, "application/x-tar", archive)
             .await
-            .map_err(|source| self.connect_error(source))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|source| self.http_error(source))?;
-        let _conn = ConnGuard::spawn(async move {
-            let _ = conn.await;
-        });
-        let body = StreamBody::new(archive.map(|chunk| chunk.map(Frame::data)));
-        let request = Request::builder()
-            .method(Method::PUT)
-            .uri(&uri)
-            .header(header::HOST, "aegisd")
-            .header(header::CONTENT_TYPE, "application/x-tar")
-            .body(body)
-            .map_err(|e| Error::Protocol(format!("cannot build request for {uri}: {e}")))?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|source| self.http_error(source))?;
-        let status = response.status();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|source| self.http_error(source))?
-            .to_bytes();
-        if status.is_success() {
-            Ok(())
-        } else {
-            Err(api_error(status, &bytes))
-        }
     }
 }
 

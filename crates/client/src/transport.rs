@@ -174,6 +174,57 @@ impl Client {
         Err(api_error(status, &bytes))
     }
 
+    /// A request whose body is `body`, streamed as it comes, answered by an empty success or an
+    /// API error. Not timed out: it lasts as long as the body does. An `Err` item of the body
+    /// breaks the upload off, so the daemon never takes a cut-off body for a whole one.
+    pub(crate) async fn upload<S, E>(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: &str,
+        body: S,
+    ) -> Result<()>
+    where
+        S: futures::Stream<Item = std::result::Result<Bytes, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+    {
+        use futures::StreamExt;
+        let stream = UnixStream::connect(&self.socket)
+            .await
+            .map_err(|source| self.connect_error(source))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|source| self.http_error(source))?;
+        let _conn = ConnGuard::spawn(async move {
+            let _ = conn.await;
+        });
+        let body =
+            http_body_util::StreamBody::new(body.map(|chunk| chunk.map(hyper::body::Frame::data)));
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, "aegisd")
+            .header(header::CONTENT_TYPE, content_type)
+            .body(body)
+            .map_err(|e| Error::Protocol(format!("cannot build request for {path}: {e}")))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|source| self.http_error(source))?;
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|source| self.http_error(source))?
+            .to_bytes();
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(api_error(status, &bytes))
+        }
+    }
+
     pub(crate) fn connect_error(&self, source: io::Error) -> Error {
         match source.kind() {
             // No socket, or a stale one left by a daemon that died.

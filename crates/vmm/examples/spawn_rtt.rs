@@ -30,8 +30,8 @@ async fn main() {
         std::process::exit(1);
     });
     let report = aegis_vmm::probe();
-    let backend = select(BackendChoice::Qemu, &report, &BackendOptions::default())
-        .unwrap_or_else(|e| {
+    let backend =
+        select(BackendChoice::Qemu, &report, &BackendOptions::default()).unwrap_or_else(|e| {
             eprintln!("the qemu backend is not usable here: {e}");
             std::process::exit(1);
         });
