@@ -183,6 +183,10 @@ class _Api:
         """The daemon's status: ``client.status().backend`` is e.g. ``"qemu"``."""
         return self._call(Req("GET", "/v1/status"), model(m.Status))
 
+    def shutdown(self):
+        """Asks the daemon to stop (as ``aegis down``); it answers before it is gone."""
+        return self._call(Req("POST", "/v1/shutdown"))
+
     def openapi(self):
         """The daemon's OpenAPI document, as a dict."""
         return self._call(Req("GET", "/v1/openapi.json"), lambda d: d)

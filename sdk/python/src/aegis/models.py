@@ -87,7 +87,7 @@ class PortSpec:
 
     __schema__: ClassVar[str] = "PortSpec"
     guest_port: int
-    protocol: str = "http"
+    protocol: str
     host_port: int | None = None
 
 
