@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import queue
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Iterable
@@ -209,14 +210,25 @@ class AsyncAegis(_Api):
                     try:
                         reader.q.put_nowait(chunk)
                         break
-                    except Exception:  # queue full
+                    except queue.Full:
                         await asyncio.sleep(0.005)
         except BaseException as e:
-            reader.q.put(e if isinstance(e, Exception) else AegisError("download cancelled"))
+            # Stop the extractor: hand it the error (it may be blocked on an empty queue).
+            await self._hand(reader, job, e if isinstance(e, Exception)
+                             else AegisError("download cancelled"))
             await asyncio.gather(job, return_exceptions=True)
             raise
-        await asyncio.to_thread(reader.q.put, _tar._END)
+        await self._hand(reader, job, _tar._END)
         return await job
+
+    @staticmethod
+    async def _hand(reader: _tar.ChunkReader, job: "asyncio.Task[Any]", item: object) -> None:
+        while not job.done():
+            try:
+                reader.q.put_nowait(item)
+                return
+            except queue.Full:
+                await asyncio.sleep(0.005)
 
     # ------------------------------------------------------------ leases
 

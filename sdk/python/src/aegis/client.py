@@ -53,9 +53,7 @@ class Aegis(_Api):
     # ------------------------------------------------------------ transport
 
     def _error(self, e: Exception, what: str) -> AegisError:
-        if isinstance(e, httpx.ConnectError) or (
-                isinstance(e, httpx.TransportError) and isinstance(e.__cause__, OSError)
-                and not self.socket.is_socket()):
+        if isinstance(e, httpx.ConnectError):
             return not_running(self.socket, e)
         if isinstance(e, httpx.TimeoutException):
             return Timeout(f"{what}: no answer from aegisd within the client's timeout "
