@@ -248,3 +248,35 @@ def test_images_apps_workspaces(client):
     client.remove_workspace("sdk-ws")
     with pytest.raises(aegis.NotFound):
         client.get_workspace("sdk-ws")
+
+
+def test_a_failed_pull_raises_from_the_iterator(client):
+    # Nothing listens on port 1: the pull fails, as an error event or an error status.
+    with pytest.raises(aegis.AegisError) as ei:
+        for _ in client.pull_image("127.0.0.1:1/sdk/nothing:1"):
+            pass
+    assert ei.value.code in aegis.errors.ERRORS_BY_CODE, ei.value
+    assert "127.0.0.1:1" in str(ei.value)
+
+
+def test_app_unknown_is_not_found(client):
+    with pytest.raises(aegis.NotFound):
+        client.get_app("no-such-app")
+    with pytest.raises(aegis.NotFound):
+        client.create_app("sdk-app", "localhost:5999/not/pulled:1")
+
+
+def test_timeout_is_typed(tmp_path):
+    # A socket that accepts connections but never answers.
+    path = tmp_path / "silent.sock"
+    srv = socket.socket(socket.AF_UNIX)
+    srv.bind(str(path))
+    srv.listen(8)
+    try:
+        t0 = time.monotonic()
+        with Aegis(path, timeout=0.3) as c:
+            with pytest.raises(aegis.Timeout, match="timeout"):
+                c.status()
+        assert time.monotonic() - t0 < 5
+    finally:
+        srv.close()
