@@ -20,4 +20,14 @@ cargo build -p aegisd --features fake
 cargo test -p aegis-tests --no-fail-fast -- --test-threads=2 --skip conformance || status=1
 # Conformance: every backend that can boot here; the others print why they are skipped.
 cargo test -p aegis-tests --test conformance --no-fail-fast -- --test-threads=2 --nocapture || status=1
+# The Python SDK against a real aegisd (fake backend: the aegisd built just above), installed
+# into the test-tools venv of scripts/deps.sh as a user would install it.
+py=/opt/aegis/python/bin/python3
+if [[ -x "$py" ]]; then
+  "$py" -m pip install --quiet ./sdk/python || status=1
+  AEGISD="$PWD/target/debug/aegisd" "$py" -m pytest sdk/python/tests -q -p no:cacheprovider || status=1
+else
+  echo "error: $py is missing: run scripts/deps.sh (it creates the venv the SDK tests use)" >&2
+  status=1
+fi
 exit $status
