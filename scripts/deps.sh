@@ -31,10 +31,13 @@ fi
 # SDK's tests (sdk/python/tests, from scripts/test.sh). Debian's Python refuses system-wide
 # pip installs (PEP 668), so they get their own venv, where those tests look for them.
 PY_VENV=/opt/aegis/python
-PY_PACKAGES=(openapi-spec-validator==0.9.0 httpx==0.28.1 pytest==8.3.4 pytest-asyncio==0.25.3)
-if ! "$PY_VENV/bin/python3" -c 'import openapi_spec_validator, httpx, pytest, pytest_asyncio' 2>/dev/null; then
-  echo "==> installing Python test tools into $PY_VENV: ${PY_PACKAGES[*]}"
-  python3 -m venv "$PY_VENV"
+PY_PACKAGES=(openapi-spec-validator==0.9.0 httpx==0.28.1 pytest==8.4.2 pytest-asyncio==0.25.3)
+# Installed when any pinned version is missing (not just the module): pins move.
+missing_py=$(comm -23 <(printf '%s\n' "${PY_PACKAGES[@]}" | sort) \
+  <("$PY_VENV/bin/python3" -m pip freeze 2>/dev/null | sort))
+if [[ -n $missing_py ]]; then
+  echo "==> installing Python test tools into $PY_VENV: $(echo $missing_py)"
+  [[ -x $PY_VENV/bin/python3 ]] || python3 -m venv "$PY_VENV"
   "$PY_VENV/bin/python3" -m pip install --quiet "${PY_PACKAGES[@]}"
 else
   echo "==> Python test tools already installed"

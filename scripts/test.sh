@@ -24,6 +24,7 @@ cargo test -p aegis-tests --test conformance --no-fail-fast -- --test-threads=2 
 # into the test-tools venv of scripts/deps.sh as a user would install it.
 py=/opt/aegis/python/bin/python3
 if [[ -x "$py" ]]; then
+  cargo build -p aegisd --features fake
   "$py" -m pip install --quiet ./sdk/python || status=1
   AEGISD="$PWD/target/debug/aegisd" "$py" -m pytest sdk/python/tests -q -p no:cacheprovider || status=1
 else
