@@ -27,11 +27,12 @@ else
   echo "==> Debian packages already installed"
 fi
 # Python test tools Debian 12 does not package: openapi-spec-validator checks api/openapi.json
-# (crates/daemon/tests/openapi_valid.rs). Debian's Python refuses system-wide pip installs
-# (PEP 668), so they get their own venv, where that test looks for them.
+# (crates/daemon/tests/openapi_valid.rs); schemathesis fuzzes a live daemon against it
+# (tests/tests/schemathesis.rs). Debian's Python refuses system-wide pip installs
+# (PEP 668), so they get their own venv, where those tests look for them.
 PY_VENV=/opt/aegis/python
-PY_PACKAGES=(openapi-spec-validator==0.9.0)
-if ! "$PY_VENV/bin/python3" -c 'import openapi_spec_validator' 2>/dev/null; then
+PY_PACKAGES=(openapi-spec-validator==0.9.0 schemathesis==4.32.5)
+if ! "$PY_VENV/bin/python3" -c 'import openapi_spec_validator, schemathesis' 2>/dev/null; then
   echo "==> installing Python test tools into $PY_VENV: ${PY_PACKAGES[*]}"
   python3 -m venv "$PY_VENV"
   "$PY_VENV/bin/python3" -m pip install --quiet "${PY_PACKAGES[@]}"
