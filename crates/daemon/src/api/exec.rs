@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use aegis_api::{CreateExec, Exec};
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
+
+use super::{Path, Query};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use aegis_api::{ApiError, ErrorCode, FileInfo};
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
+
+use super::{Path, Query};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;

@@ -2,7 +2,9 @@ use std::sync::Arc;
 
 use aegis_api::{ApiError, ErrorCode, ImageInfo, ImageKind, PullImage};
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
+
+use super::Path;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;

@@ -2,7 +2,9 @@ use std::sync::Arc;
 
 use aegis_api::{CreateInstance, Instance};
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
+
+use super::{Path, Query};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;

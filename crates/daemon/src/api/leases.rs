@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use aegis_api::{AwakeBecause, CreateLease, Lease, RenewLease};
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
+
+use super::Path;
 use axum::http::StatusCode;
 use axum::Json;
 

@@ -2,7 +2,9 @@ use std::sync::Arc;
 
 use aegis_api::{CreateTask, Task};
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
+
+use super::{Path, Query};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;

@@ -2,7 +2,9 @@ use std::sync::Arc;
 
 use aegis_api::{ApiError, CreateWorkspace, ErrorCode, Workspace};
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
+
+use super::Path;
 use axum::http::StatusCode;
 use axum::Json;
 
