@@ -200,6 +200,11 @@ fn schemathesis(python: &str, base: &str, workdir: &Path, args: &[&str]) -> (boo
     }
 }
 
+/// The SUMMARY section of a schemathesis run's output (shown with `--nocapture`).
+fn summary(out: &str) -> &str {
+    out.find("SUMMARY").map_or(out, |i| &out[i..])
+}
+
 #[test]
 fn schemathesis_finds_no_5xx_and_no_undocumented_response() {
     let python = python();
@@ -244,6 +249,7 @@ fn schemathesis_finds_no_5xx_and_no_undocumented_response() {
         ],
     );
     assert!(ok, "schemathesis, read-only routes:\n{out}");
+    eprintln!("schemathesis, read-only routes:\n{}", summary(&out));
 
     let (ok, out) = schemathesis(
         &python,
@@ -264,6 +270,10 @@ fn schemathesis_finds_no_5xx_and_no_undocumented_response() {
         ],
     );
     assert!(ok, "schemathesis, validation of mutating routes:\n{out}");
+    eprintln!(
+        "schemathesis, validation of mutating routes:\n{}",
+        summary(&out)
+    );
 
     // Still up, and invalid data created nothing.
     let client = daemon.client();
