@@ -3,12 +3,10 @@ use std::sync::Arc;
 use aegis_api::{App, AppServed, CreateApp, PublishRelease, Release, ServeApp};
 use axum::body::Bytes;
 use axum::extract::State;
-
-use super::Path;
 use axum::http::StatusCode;
 use axum::Json;
 
-use super::{parse_body, Error};
+use super::{parse_body, Error, Path};
 use crate::daemon::Daemon;
 
 pub async fn create(

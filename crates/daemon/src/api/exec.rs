@@ -7,8 +7,6 @@ use std::sync::Arc;
 use aegis_api::{CreateExec, Exec};
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-
-use super::{Path, Query};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
@@ -16,7 +14,7 @@ use futures::StreamExt;
 use serde::Deserialize;
 
 use super::tasks::{ndjson_response, OutputQuery};
-use super::{bad, parse_body, Error};
+use super::{bad, parse_body, Error, Path, Query};
 use crate::daemon::Daemon;
 
 pub async fn create(

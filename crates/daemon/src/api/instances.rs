@@ -3,14 +3,12 @@ use std::sync::Arc;
 use aegis_api::{CreateInstance, Instance};
 use axum::body::Bytes;
 use axum::extract::State;
-
-use super::{Path, Query};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
 
 use super::tasks::{ndjson_response, OutputQuery};
-use super::{parse_body, Error};
+use super::{parse_body, Error, Path, Query};
 use crate::daemon::Daemon;
 
 pub async fn create(

@@ -3,14 +3,12 @@ use std::sync::Arc;
 use aegis_api::{CreateTask, Task};
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-
-use super::{Path, Query};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 
-use super::{parse_body, Error};
+use super::{parse_body, Error, Path, Query};
 use crate::daemon::Daemon;
 
 pub async fn create(

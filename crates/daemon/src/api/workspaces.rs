@@ -3,12 +3,10 @@ use std::sync::Arc;
 use aegis_api::{ApiError, CreateWorkspace, ErrorCode, Workspace};
 use axum::body::Bytes;
 use axum::extract::State;
-
-use super::Path;
 use axum::http::StatusCode;
 use axum::Json;
 
-use super::{parse_body, Error};
+use super::{parse_body, Error, Path};
 use crate::daemon::Daemon;
 
 /// Runs blocking workspace work (directory walks, renames) off the async workers.
