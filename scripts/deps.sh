@@ -27,11 +27,13 @@ else
   echo "==> Debian packages already installed"
 fi
 # Python test tools Debian 12 does not package: openapi-spec-validator checks api/openapi.json
-# (crates/daemon/tests/openapi_valid.rs); httpx, pytest and pytest-asyncio run the Python
-# SDK's tests (sdk/python/tests, from scripts/test.sh). Debian's Python refuses system-wide
-# pip installs (PEP 668), so they get their own venv, where those tests look for them.
+# (crates/daemon/tests/openapi_valid.rs); schemathesis fuzzes a live daemon against it
+# (tests/tests/schemathesis.rs); httpx, pytest and pytest-asyncio run the Python SDK's tests
+# (sdk/python/tests, from scripts/test.sh). Debian's Python refuses system-wide pip installs
+# (PEP 668), so they get their own venv, where those tests look for them.
 PY_VENV=/opt/aegis/python
-PY_PACKAGES=(openapi-spec-validator==0.9.0 httpx==0.28.1 pytest==8.4.2 pytest-asyncio==0.25.3)
+PY_PACKAGES=(openapi-spec-validator==0.9.0 schemathesis==4.32.5 httpx==0.28.1 pytest==8.4.2
+  pytest-asyncio==0.25.3)
 # Installed when any pinned version is missing (not just the module): pins move.
 missing_py=$(comm -23 <(printf '%s\n' "${PY_PACKAGES[@]}" | sort) \
   <("$PY_VENV/bin/python3" -m pip freeze 2>/dev/null | sort))

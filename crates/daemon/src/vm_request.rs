@@ -80,17 +80,15 @@ macro_rules! impl_as_vm_request {
 impl_as_vm_request!(CreateTask);
 impl_as_vm_request!(CreateInstance);
 
-/// Checks the command, environment and resources of a VM request.
-pub fn validate_vm(req: &VmRequest<'_>, limits: &HostLimits) -> Result<(), ApiError> {
-    if req.command.first().is_none_or(|c| c.is_empty()) {
-        return Err(bad(
-            "no command given: pass the program to run, e.g. `aegis run -- echo hi`",
-        ));
-    }
-    if req.command.iter().any(|a| a.contains('\0')) {
-        return Err(bad("command arguments must not contain NUL bytes"));
-    }
-    if let Some(m) = req.memory_mib {
+/// Checks the memory and vCPUs asked for. No image configuration sets them, so the create
+/// handlers check them before looking the image up: a request that can never run gets its 400,
+/// not a 503 that says to build an image.
+pub fn validate_resources(
+    memory_mib: Option<u32>,
+    vcpus: Option<u32>,
+    limits: &HostLimits,
+) -> Result<(), ApiError> {
+    if let Some(m) = memory_mib {
         if m < aegis_api::MIN_MEMORY_MIB {
             return Err(bad(format!(
                 "memory {m} MiB is too small: a microVM needs at least {} MiB",
@@ -104,7 +102,7 @@ pub fn validate_vm(req: &VmRequest<'_>, limits: &HostLimits) -> Result<(), ApiEr
             )));
         }
     }
-    if let Some(c) = req.vcpus {
+    if let Some(c) = vcpus {
         if c == 0 || c > limits.cpus {
             return Err(bad(format!(
                 "vcpus must be between 1 and {} on this host (got {c})",
@@ -112,6 +110,20 @@ pub fn validate_vm(req: &VmRequest<'_>, limits: &HostLimits) -> Result<(), ApiEr
             )));
         }
     }
+    Ok(())
+}
+
+/// Checks the command, environment and resources of a VM request.
+pub fn validate_vm(req: &VmRequest<'_>, limits: &HostLimits) -> Result<(), ApiError> {
+    if req.command.first().is_none_or(|c| c.is_empty()) {
+        return Err(bad(
+            "no command given: pass the program to run, e.g. `aegis run -- echo hi`",
+        ));
+    }
+    if req.command.iter().any(|a| a.contains('\0')) {
+        return Err(bad("command arguments must not contain NUL bytes"));
+    }
+    validate_resources(req.memory_mib, req.vcpus, limits)?;
     for k in req.env.keys() {
         if k.is_empty() || k.contains('=') || k.contains('\0') {
             return Err(bad(format!("invalid environment variable name '{k}'")));

@@ -2,11 +2,11 @@ use std::sync::Arc;
 
 use aegis_api::{App, AppServed, CreateApp, PublishRelease, Release, ServeApp};
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 
-use super::{parse_body, Error};
+use super::{parse_body, Error, Path};
 use crate::daemon::Daemon;
 
 pub async fn create(

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use aegis_api::{CreateExec, Exec};
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
@@ -14,7 +14,7 @@ use futures::StreamExt;
 use serde::Deserialize;
 
 use super::tasks::{ndjson_response, OutputQuery};
-use super::{bad, parse_body, Error};
+use super::{bad, parse_body, Error, Path, Query};
 use crate::daemon::Daemon;
 
 pub async fn create(

@@ -5,12 +5,12 @@ use std::sync::Arc;
 
 use aegis_api::{ApiError, ErrorCode, FileInfo};
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use super::{bad, Error};
+use super::{bad, Error, Path, Query};
 use crate::daemon::Daemon;
 
 type Params = Query<HashMap<String, String>>;

@@ -2,13 +2,13 @@ use std::sync::Arc;
 
 use aegis_api::{ApiError, ErrorCode, ImageInfo, ImageKind, PullImage};
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
 
 use super::tasks::ndjson_response;
-use super::{parse_body, Error};
+use super::{parse_body, Error, Path};
 use crate::daemon::Daemon;
 use crate::images;
 

@@ -2,13 +2,13 @@ use std::sync::Arc;
 
 use aegis_api::{CreateInstance, Instance};
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
 
 use super::tasks::{ndjson_response, OutputQuery};
-use super::{parse_body, Error};
+use super::{parse_body, Error, Path, Query};
 use crate::daemon::Daemon;
 
 pub async fn create(

@@ -5,11 +5,11 @@ use std::sync::Arc;
 
 use aegis_api::{AwakeBecause, CreateLease, Lease, RenewLease};
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 
-use super::{parse_body, Error};
+use super::{parse_body, Error, Path};
 use crate::daemon::Daemon;
 
 /// `POST`: creates a lease and wakes the instance; answers once it runs.

@@ -15,6 +15,8 @@ mod workspaces;
 use std::sync::Arc;
 
 use aegis_api::{ApiError, ErrorCode};
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{on, MethodFilter};
@@ -126,6 +128,47 @@ pub fn bad(message: impl Into<String>) -> ApiError {
 /// A 500: the daemon failed at something; `message` says what, to what, and why.
 pub fn internal(message: impl Into<String>) -> ApiError {
     ApiError::new(ErrorCode::Internal, message.into())
+}
+
+/// `axum::extract::Query`, whose rejection is an [`ApiError`] 400 (axum's own answers a
+/// `text/plain` 400 that matches no documented response).
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Error> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(Query(v)),
+            Err(e) => Err(Error(bad(format!(
+                "invalid query string: {}",
+                e.body_text()
+            )))),
+        }
+    }
+}
+
+/// `axum::extract::Path`, whose rejection is an [`ApiError`] (axum's own answers
+/// `text/plain`, e.g. a 400 for a segment that is not UTF-8 once percent-decoded).
+pub struct Path<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T> {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Error> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(Path(v)),
+            Err(e) => {
+                let status = e.status().as_u16();
+                let message = format!("invalid path: {}", e.body_text());
+                Err(Error(if status < 500 {
+                    bad(message)
+                } else {
+                    internal(message)
+                }))
+            }
+        }
+    }
 }
 
 /// Parses a JSON body with an error message a human can act on.

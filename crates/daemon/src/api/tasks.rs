@@ -2,13 +2,13 @@ use std::sync::Arc;
 
 use aegis_api::{CreateTask, Task};
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 
-use super::{parse_body, Error};
+use super::{parse_body, Error, Path, Query};
 use crate::daemon::Daemon;
 
 pub async fn create(

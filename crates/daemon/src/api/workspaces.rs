@@ -2,11 +2,11 @@ use std::sync::Arc;
 
 use aegis_api::{ApiError, CreateWorkspace, ErrorCode, Workspace};
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 
-use super::{parse_body, Error};
+use super::{parse_body, Error, Path};
 use crate::daemon::Daemon;
 
 /// Runs blocking workspace work (directory walks, renames) off the async workers.

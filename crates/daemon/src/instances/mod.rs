@@ -114,6 +114,11 @@ impl InstanceManager {
             ));
         }
         let mut req = req;
+        // What no image configuration changes is checked before the image is looked up: a
+        // request that can never run gets its 400, not a 503 asking to build the image.
+        let limits = HostLimits::probe();
+        crate::vm_request::validate_resources(req.memory_mib, req.vcpus, &limits)?;
+        req.check_durations().map_err(crate::api::bad)?;
         // An app's instance boots from its release's layers (checked when it is served);
         // any other takes its image's configuration, once, here.
         if req.app.is_none() {
@@ -133,7 +138,7 @@ impl InstanceManager {
         }
         crate::quotas::check_instances(daemon)?;
         crate::quotas::check_exposed_ports(daemon, req.expose.len())?;
-        validate(&req, &HostLimits::probe())?;
+        validate(&req, &limits)?;
         let workspace = crate::workspaces::check_request(daemon, req.workspace.as_deref())?;
         req.workspace = workspace.as_ref().map(|w| w.as_request());
         let id = ids::new_id("inst");

@@ -79,6 +79,11 @@ impl TaskManager {
                 "aegisd is shutting down",
             ));
         }
+        // What no image configuration changes is checked before the image is looked up: a
+        // request that can never run gets its 400, not a 503 asking to build the image.
+        let limits = HostLimits::probe();
+        crate::vm_request::validate_resources(req.memory_mib, req.vcpus, &limits)?;
+        req.check_durations().map_err(bad)?;
         let image = req
             .image
             .clone()
@@ -87,7 +92,6 @@ impl TaskManager {
         if let Some(config) = &root.config {
             req.apply_image_config(config);
         }
-        let limits = HostLimits::probe();
         validate(&req, &limits)?;
         crate::quotas::check_free_disk(daemon, "start a task's VM")?;
         let assets = root.assets;

@@ -138,7 +138,7 @@ fn binary(description: &str) -> RefOr<Schema> {
         apps::delete_workspace,
     ),
     components(schemas(aegis_api::ErrorCode)),
-    modifiers(&ErrorCodes),
+    modifiers(&ErrorCodes, &UnsignedIntegers),
     tags(
         (name = "daemon", description = "The daemon itself: status, shutdown, this document."),
         (name = "images", description = "Built-in images and OCI images pulled from registries."),
@@ -191,6 +191,90 @@ impl Modify for ErrorCodes {
         if let Schema::Object(object) = schema {
             object.description = Some(text);
         }
+    }
+}
+
+/// Gives each unsigned integer its real range. Without utoipa's `non_strict_integers` a `u32`
+/// was `"format": "int32", "minimum": 0` (so 2^31 looked invalid, though the daemon takes it)
+/// and a `u64` `int64` (so 2^63 did); with it, utoipa writes the formats `u-int16`, `u-int32`,
+/// `u-int64`, which no tool knows. This modifier writes `uint16`/`uint32`/`uint64` with the
+/// type's `maximum` instead, wherever a schema appears (components, parameters, bodies).
+struct UnsignedIntegers;
+
+impl Modify for UnsignedIntegers {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        if let Some(components) = doc.components.as_mut() {
+            components.schemas.values_mut().for_each(unsigned_in);
+        }
+        for item in doc.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for op in operations.into_iter().flatten() {
+                for p in op.parameters.iter_mut().flatten() {
+                    p.schema.iter_mut().for_each(unsigned_in);
+                }
+                if let Some(body) = op.request_body.as_mut() {
+                    for c in body.content.values_mut() {
+                        c.schema.iter_mut().for_each(unsigned_in);
+                    }
+                }
+                for r in op.responses.responses.values_mut() {
+                    if let RefOr::T(r) = r {
+                        for c in r.content.values_mut() {
+                            c.schema.iter_mut().for_each(unsigned_in);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn unsigned_in(schema: &mut RefOr<Schema>) {
+    use utoipa::openapi::schema::{AdditionalProperties, ArrayItems};
+    let RefOr::T(schema) = schema else {
+        return;
+    };
+    match schema {
+        Schema::Object(o) => {
+            let max = match o.format {
+                Some(SchemaFormat::KnownFormat(KnownFormat::UInt8)) => Some(("uint8", 255)),
+                Some(SchemaFormat::KnownFormat(KnownFormat::UInt16)) => {
+                    Some(("uint16", usize::from(u16::MAX)))
+                }
+                Some(SchemaFormat::KnownFormat(KnownFormat::UInt32)) => {
+                    Some(("uint32", u32::MAX as usize))
+                }
+                Some(SchemaFormat::KnownFormat(KnownFormat::UInt64)) => {
+                    Some(("uint64", u64::MAX as usize))
+                }
+                _ => None,
+            };
+            if let Some((format, max)) = max {
+                o.format = Some(SchemaFormat::Custom(format.to_string()));
+                o.maximum = Some(utoipa::Number::UInt(max));
+            }
+            o.properties.values_mut().for_each(unsigned_in);
+            if let Some(extra) = o.additional_properties.as_mut() {
+                if let AdditionalProperties::RefOr(extra) = extra.as_mut() {
+                    unsigned_in(extra);
+                }
+            }
+        }
+        Schema::Array(a) => {
+            if let ArrayItems::RefOrSchema(items) = &mut a.items {
+                unsigned_in(items);
+            }
+        }
+        Schema::OneOf(o) => o.items.iter_mut().for_each(unsigned_in),
+        Schema::AllOf(o) => o.items.iter_mut().for_each(unsigned_in),
+        Schema::AnyOf(o) => o.items.iter_mut().for_each(unsigned_in),
+        _ => {}
     }
 }
 
