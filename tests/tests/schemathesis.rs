@@ -20,7 +20,8 @@
 //! an image other tests use.
 //!
 //! A missing schemathesis fails the test rather than skipping it. `scripts/deps.sh` installs
-//! it into the venv at [`VENV_PYTHON`]; `AEGIS_PYTHON` names another interpreter that has it.
+//! it into the venv at [`VENV_PYTHON`]; `AEGIS_PYTHON` names another interpreter that has
+//! it.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -31,24 +32,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use aegis_testkit::python::{test_tools_python, VENV_PYTHON};
 use aegis_tests::TestDaemon;
-
-/// Where `scripts/deps.sh` installs the Python test tools.
-const VENV_PYTHON: &str = "/opt/aegis/python/bin/python3";
 
 /// Deadline on one schemathesis process; beyond it the run is killed and the test fails
 /// (a hang in the daemon must not hang the suite).
 const RUN_DEADLINE: Duration = Duration::from_secs(150);
-
-fn python() -> String {
-    if let Ok(p) = std::env::var("AEGIS_PYTHON") {
-        return p;
-    }
-    if Path::new(VENV_PYTHON).exists() {
-        return VENV_PYTHON.to_string();
-    }
-    "python3".to_string()
-}
 
 /// Bridges `127.0.0.1:<port>` to a unix socket, one pair of copying threads per connection.
 /// Stops accepting on drop.
@@ -207,7 +196,7 @@ fn summary(out: &str) -> &str {
 
 #[test]
 fn schemathesis_finds_no_5xx_and_no_undocumented_response() {
-    let python = python();
+    let python = test_tools_python();
     let probe = Command::new(&python)
         .args(["-c", "import schemathesis"])
         .output();

@@ -3,27 +3,14 @@
 //! must not look checked. `scripts/deps.sh` installs it into a venv at [`VENV_PYTHON`];
 //! `AEGIS_PYTHON` names another interpreter that has it.
 
-use std::path::Path;
 use std::process::Command;
 
-/// Where `scripts/deps.sh` installs the Python test tools (Debian 12 packages no validator,
-/// and its system Python refuses `pip install`).
-const VENV_PYTHON: &str = "/opt/aegis/python/bin/python3";
-
-fn python() -> String {
-    if let Ok(p) = std::env::var("AEGIS_PYTHON") {
-        return p;
-    }
-    if Path::new(VENV_PYTHON).exists() {
-        return VENV_PYTHON.to_string();
-    }
-    "python3".to_string()
-}
+use aegis_testkit::python::{test_tools_python, VENV_PYTHON};
 
 #[test]
 fn committed_document_passes_openapi_spec_validator() {
     let document = concat!(env!("CARGO_MANIFEST_DIR"), "/../../api/openapi.json");
-    let python = python();
+    let python = test_tools_python();
     let probe = Command::new(&python)
         .args(["-c", "import openapi_spec_validator"])
         .output();

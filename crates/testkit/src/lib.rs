@@ -8,6 +8,7 @@
 //! - [`net`]: loopback helpers (a free port, one HTTP GET).
 //! - [`guest`]: the host side of a guest session (open two streams and `Spawn`).
 //! - [`registry`]: a real OCI registry on loopback and images built for it.
+//! - [`python`]: the interpreter that has the Python test tools.
 #![forbid(unsafe_code)]
 
 pub mod api_values;
@@ -16,4 +17,5 @@ pub mod daemon;
 pub mod fake_aegisd;
 pub mod guest;
 pub mod net;
+pub mod python;
 pub mod registry;
