@@ -9,7 +9,7 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use hyper::Method;
 
-use crate::{encode_segment, feed_path, instance_path, Client, Error, OutputStream, Result};
+use crate::{encode_segment, instance_path, Client, Error, OutputStream, Result};
 
 /// How long creating an exec may take: it wakes the instance first, which may be a cold boot.
 pub const EXEC_CREATE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -47,14 +47,13 @@ impl Client {
         stdout_offset: u64,
         stderr_offset: u64,
     ) -> Result<OutputStream> {
-        let path = feed_path(
+        self.open_feed(
             &exec_path(id, "/output"),
             follow,
             stdout_offset,
             stderr_offset,
-        );
-        let (body, conn) = self.open_stream(Method::GET, &path).await?;
-        Ok(OutputStream::new(body, conn, self.socket.clone()))
+        )
+        .await
     }
 
     /// `POST /v1/execs/{id}/signal?signal=N`: signal the exec's process group.

@@ -131,11 +131,26 @@ impl Client {
         stdout_offset: u64,
         stderr_offset: u64,
     ) -> Result<OutputStream> {
-        let path = feed_path(
+        self.open_feed(
             &task_path(id, "/output"),
             follow,
             stdout_offset,
             stderr_offset,
+        )
+        .await
+    }
+
+    /// `GET {output}?follow=..&stdout_offset=..&stderr_offset=..`: an output feed (a task's, an
+    /// exec's or an instance's logs) from the given byte offsets.
+    pub(crate) async fn open_feed(
+        &self,
+        output: &str,
+        follow: bool,
+        stdout_offset: u64,
+        stderr_offset: u64,
+    ) -> Result<OutputStream> {
+        let path = format!(
+            "{output}?follow={follow}&stdout_offset={stdout_offset}&stderr_offset={stderr_offset}"
         );
         let (body, conn) = self.open_stream(Method::GET, &path).await?;
         Ok(OutputStream::new(body, conn, self.socket.clone()))
@@ -239,14 +254,13 @@ impl Client {
         stdout_offset: u64,
         stderr_offset: u64,
     ) -> Result<OutputStream> {
-        let path = feed_path(
+        self.open_feed(
             &instance_path(id, "/logs"),
             follow,
             stdout_offset,
             stderr_offset,
-        );
-        let (body, conn) = self.open_stream(Method::GET, &path).await?;
-        Ok(OutputStream::new(body, conn, self.socket.clone()))
+        )
+        .await
     }
 
     /// Follow the logs of instance `id` from the given offsets until the instance is deleted
@@ -276,10 +290,6 @@ fn instance_path(id: &str, suffix: &str) -> String {
 }
 
 /// The query of an output feed.
-fn feed_path(path: &str, follow: bool, stdout_offset: u64, stderr_offset: u64) -> String {
-    format!("{path}?follow={follow}&stdout_offset={stdout_offset}&stderr_offset={stderr_offset}")
-}
-
 fn encode_segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
